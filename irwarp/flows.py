@@ -1,0 +1,1 @@
+"""Flow conventions, synthetic flows and Middlebury .flo IO (being written)."""

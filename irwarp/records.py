@@ -1,0 +1,414 @@
+"""Partition records: the geometry of a warp as flat ``(src, dst, area)`` triples. No randomness.
+
+A record depends only on the flow, so one record serves every channel, every batch element and
+every diffusion step of a frame (DESIGN.md section 2). Its arrays have static length ``M``; padding
+pieces have area 0. Three builders:
+
+* :func:`grid_record`: exact overlap areas of the deformed pixel polygon ``psi(cell_d)`` with the
+  old cells (Deng et al., grid-based algorithm), computed by edge integrals (Green's theorem).
+* :func:`particle_record`: the new pixel is a unit square centred at ``psi(centre_d)``; bilinear
+  overlaps, divided per source by their sum (Deng et al., particle-based algorithm).
+* :func:`splat_record`: forward splat of old pixels onto the new grid with bilinear overlaps.
+
+References:
+  Deng et al., Infinite-Resolution Integral Noise Warping for Diffusion Models, ICLR 2025
+  (arXiv:2411.01212), algorithms "grid-based" and "particle-based".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from irwarp import _sampling
+
+__all__ = [
+    "PartitionRecord",
+    "grid_record",
+    "particle_record",
+    "splat_record",
+    "polygon_offsets",
+    "flow_at_offsets",
+]
+
+# Pieces smaller than this are set to exactly 0: they are float noise from the edge integrals.
+_GRID_AREA_EPS = 1e-7
+_BILINEAR_AREA_EPS = 1e-12
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["src", "dst", "area", "overflow", "source_use"],
+    meta_fields=["shape", "layout", "fanout", "normalized"],
+)
+@dataclasses.dataclass(frozen=True)
+class PartitionRecord:
+    """Flat list of pieces ``(src, dst, area)`` of static length ``M``, plus diagnostics.
+
+    Attributes:
+      src: ``(M,)`` int32 flat index ``i * W + j`` of the old (source) cell of each piece.
+      dst: ``(M,)`` int32 flat index of the new (destination) pixel of each piece.
+      area: ``(M,)`` float32 area of each piece after the fail-safe normalisation; padding is 0.
+      overflow: ``(H, W)`` float32 area of each destination's pre-image that did not fit the
+        capacity window. It is dropped from that pixel's integral and the pixel is renormalised by
+        the area that was kept, so the output stays N(0, 1); only its covariance with the old
+        frame is reduced. Always 0 for particle and splat records.
+      source_use: ``(H, W)`` float32 total area (or bilinear weight) requested from each old cell
+        before normalisation. Values above 1 mark where the non-injective fail-safe fired.
+      shape: static ``(H, W)`` of the grid.
+      layout: static; ``"dst"`` when piece ``m`` belongs to destination ``m // fanout``, ``"src"``
+        when it belongs to source ``m // fanout``, ``"free"`` otherwise.
+      fanout: static number of pieces per destination (``"dst"``) or source (``"src"``).
+      normalized: static; True when every source's areas sum to 0 or 1, so no bridge remainder.
+    """
+
+    src: jax.Array
+    dst: jax.Array
+    area: jax.Array
+    overflow: jax.Array
+    source_use: jax.Array
+    shape: tuple[int, int]
+    layout: str = "free"
+    fanout: int = 0
+    normalized: bool = False
+
+    @property
+    def num_pieces(self) -> int:
+        """Static number of pieces ``M`` (padding included)."""
+        return self.area.shape[-1]
+
+    def num_overflow(self) -> jax.Array:
+        """Number of destination pixels whose pre-image did not fit the capacity (int32)."""
+        return jnp.sum(self.overflow > 0, axis=(-2, -1), dtype=jnp.int32)
+
+    def overflow_area(self) -> jax.Array:
+        """Total area, in pixels, that did not fit the capacity (float32)."""
+        return jnp.sum(self.overflow, axis=(-2, -1))
+
+    def num_failsafe(self, tol: float = 1e-4) -> jax.Array:
+        """Number of old cells whose requested area exceeded ``1 + tol`` (fail-safe fired)."""
+        return jnp.sum(self.source_use > 1.0 + tol, axis=(-2, -1), dtype=jnp.int32)
+
+    def dst_area(self) -> jax.Array:
+        """``(H, W)`` sampled area ``A_d`` of each destination pixel (0 means disoccluded)."""
+        h, w = self.shape
+        return jax.ops.segment_sum(self.area, self.dst, num_segments=h * w).reshape(h, w)
+
+
+def _check_flow(flow: jax.Array, name: str = "flow") -> jax.Array:
+    flow = jnp.asarray(flow)
+    if flow.ndim != 3 or flow.shape[-1] != 2:
+        raise ValueError(f"{name} must have shape (H, W, 2); got {flow.shape}")
+    if not (jnp.issubdtype(flow.dtype, jnp.floating) or jnp.issubdtype(flow.dtype, jnp.integer)):
+        raise ValueError(f"{name} must be a real-valued array; got dtype {flow.dtype}")
+    return flow
+
+
+def _check_int_option(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def polygon_offsets(edge_points: int) -> np.ndarray:
+    """Boundary points of the unit pixel, ``(4 n, 2)`` offsets ``(x, y)`` from its top-left corner.
+
+    Clockwise on screen (``y`` down): the top edge left to right, then right, bottom, left; each
+    edge contributes its start corner and ``n - 1`` equally spaced interior points. ``n = 2`` is the
+    octagon through the 4 corners and 4 edge midpoints used by the paper and by Chang et al.
+    """
+    t = np.arange(edge_points, dtype=np.float64) / edge_points
+    zeros, ones = np.zeros_like(t), np.ones_like(t)
+    top = np.stack([t, zeros], -1)
+    right = np.stack([ones, t], -1)
+    bottom = np.stack([1 - t, ones], -1)
+    left = np.stack([zeros, 1 - t], -1)
+    return np.concatenate([top, right, bottom, left], 0).astype(np.float32)
+
+
+def _lattice_weights(t: float) -> tuple[float, float, float]:
+    """Weights of pixels ``j - 1, j, j + 1`` for bilinear flow at ``x = j + t`` (``0 <= t <= 1``)."""
+    if t < 0.5:
+        return (0.5 - t, 0.5 + t, 0.0)
+    return (0.0, 1.5 - t, t - 0.5)
+
+
+def flow_at_offsets(flow: jax.Array, offsets: np.ndarray) -> jax.Array:
+    """Backward flow at ``(j + ox, i + oy)`` for every pixel and every static offset.
+
+    Bilinear interpolation between pixel centres, clamped to the edge (DESIGN.md section 1),
+    evaluated with static stencils on an edge-padded copy, so it costs a few fused adds. Non-finite
+    flow samples are ignored and the remaining weights renormalised; a point with no finite sample
+    is NaN.
+
+    Args:
+      flow: ``(H, W, 2)`` float32 flow.
+      offsets: ``(P, 2)`` static numpy offsets in ``[0, 1]``.
+
+    Returns:
+      ``(H, W, P, 2)`` flow at the offset points.
+    """
+    h, w = flow.shape[:2]
+    finite = jnp.all(jnp.isfinite(flow), -1, keepdims=True)
+    fm = jnp.where(finite, flow, 0.0)
+    m = finite.astype(flow.dtype)
+    pad = ((1, 1), (1, 1), (0, 0))
+    fm = jnp.pad(fm, pad, mode="edge")
+    m = jnp.pad(m, pad, mode="edge")
+    outs = []
+    for ox, oy in np.asarray(offsets, np.float64):
+        wx, wy = _lattice_weights(float(ox)), _lattice_weights(float(oy))
+        num = 0.0
+        den = 0.0
+        for db, cy in enumerate(wy):
+            for da, cx in enumerate(wx):
+                c = cx * cy
+                if c == 0.0:
+                    continue
+                sl = (slice(db, db + h), slice(da, da + w))
+                num = num + c * fm[sl]
+                den = den + c * m[sl]
+        outs.append(jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan))
+    return jnp.stack(outs, axis=2)
+
+
+def _relu_mean(u: jax.Array, v: jax.Array) -> jax.Array:
+    """``int_0^1 relu(u + t (v - u)) dt``, computed without dividing by a small number."""
+    both_pos = (u >= 0) & (v >= 0)
+    both_neg = (u <= 0) & (v <= 0)
+    mixed = ~(both_pos | both_neg)
+    d = jnp.where(mixed, jnp.abs(v - u), 1.0)
+    mx = jnp.maximum(u, v)
+    return jnp.where(both_pos, 0.5 * (u + v), jnp.where(mixed, mx * mx / (2.0 * d), 0.0))
+
+
+def _window_areas(verts: jax.Array, cap: int) -> jax.Array:
+    """Signed overlap of closed polygons with the cells of a ``cap x cap`` window.
+
+    For the region ``R`` with winding number ``w``, ``int_cell w dA = sum_e sign(dx_e)
+    int_{x in e, cell} (y1 - clamp(y_e(x), y0, y1)) dx`` (Green's theorem with the cell's lower
+    edge as reference).
+
+    Args:
+      verts: ``(..., P, 2)`` polygon vertices in window coordinates (cell ``(b, a)`` is
+        ``[a, a+1] x [b, b+1]``), in order.
+      cap: static window side.
+
+    Returns:
+      ``(..., cap, cap)`` signed areas indexed ``[row b, column a]``.
+    """
+    px, py = verts[..., 0], verts[..., 1]
+    qx, qy = jnp.roll(px, -1, axis=-1), jnp.roll(py, -1, axis=-1)
+    dx = qx - px
+    sgn = jnp.sign(dx)
+    safe = jnp.where(dx == 0, 1.0, dx)
+    lo, hi = jnp.minimum(px, qx), jnp.maximum(px, qx)
+    cols = jnp.arange(cap, dtype=verts.dtype)
+    # (..., P, cap_cols)
+    xa = jnp.clip(lo[..., None], cols, cols + 1)
+    xb = jnp.clip(hi[..., None], cols, cols + 1)
+    width = xb - xa
+    ta = jnp.clip((xa - px[..., None]) / safe[..., None], 0.0, 1.0)
+    tb = jnp.clip((xb - px[..., None]) / safe[..., None], 0.0, 1.0)
+    dy = (qy - py)[..., None]
+    ya = py[..., None] + ta * dy
+    yb = py[..., None] + tb * dy
+    bounds = jnp.arange(cap + 1, dtype=verts.dtype)
+    # (..., P, cap_cols, cap + 1)
+    i_bound = _relu_mean(ya[..., None] - bounds, yb[..., None] - bounds)
+    # y1 - clamp(y, y0, y1) = 1 - relu(y - y0) + relu(y - y1), integrated over the sub-interval.
+    per_cell = (sgn[..., None] * width)[..., None] * (1.0 - i_bound[..., :-1] + i_bound[..., 1:])
+    # (..., cap_cols, cap_rows) -> [row, col]
+    return jnp.swapaxes(per_cell.sum(-3), -1, -2)
+
+
+def _shoelace(verts: jax.Array) -> jax.Array:
+    px, py = verts[..., 0], verts[..., 1]
+    qx, qy = jnp.roll(px, -1, axis=-1), jnp.roll(py, -1, axis=-1)
+    return 0.5 * jnp.sum(px * qy - qx * py, axis=-1)
+
+
+def _flat_index(rows: jax.Array, cols: jax.Array, h: int, w: int):
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    idx = jnp.clip(rows, 0, h - 1) * w + jnp.clip(cols, 0, w - 1)
+    return idx.astype(jnp.int32), inside
+
+
+def _normalise_sources(area: jax.Array, src: jax.Array, n: int, always: bool):
+    """Per-source normalisation: always (particle, splat) or only where the sum exceeds 1 (grid)."""
+    use = jax.ops.segment_sum(area, src, num_segments=n)
+    denom = jnp.where(use > 0, use, 1.0) if always else jnp.maximum(use, 1.0)
+    return area / denom[src], use
+
+
+def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> PartitionRecord:
+    """Exact-area partition record of a backward flow (Deng et al., grid-based algorithm).
+
+    New pixel ``d`` pulls the region ``psi(cell_d)``, approximated by the polygon through ``psi``
+    of ``4 * edge_points`` boundary points (default: the octagon of corners and edge midpoints).
+    ``a_ds = |psi(cell_d) cap cell_s|`` is computed exactly by edge integrals for every cell ``s``
+    of a ``capacity x capacity`` window anchored at the polygon's bounding box.
+
+    Rules:
+      * Cells outside the image contribute nothing; the pixel is renormalised by the area kept.
+      * Area beyond the window is dropped from the pixel and reported in ``record.overflow``.
+      * A folded (self-intersecting or mirrored) polygon enters with the absolute value of its
+        signed overlap with each cell, clipped to ``[0, 1]``: never negative.
+      * Non-injective maps: a source whose areas sum to more than 1 has them divided by their sum
+        (the fail-safe, DESIGN.md section 3); ``record.source_use`` shows where.
+      * A pixel with a non-finite flow at any of its polygon points (NaN/Inf flow) gets no pieces,
+        so it is disoccluded and receives fresh noise.
+
+    Args:
+      flow: ``(H, W, 2)`` backward flow ``(dx, dy)`` in pixels.
+      capacity: static window side in cells, ``K = capacity**2`` pieces per pixel. The default 3
+        covers an axis-aligned 2x zoom-out.
+      edge_points: static number of polygon points per pixel edge (2 gives the octagon).
+
+    Returns:
+      A :class:`PartitionRecord` with ``M = H * W * capacity**2`` pieces, layout ``"dst"``.
+
+    References:
+      Deng et al. 2025 (arXiv:2411.01212), grid-based algorithm; DESIGN.md section 3.
+    """
+    flow = _check_flow(flow)
+    cap = _check_int_option("capacity", capacity, 1)
+    n = _check_int_option("edge_points", edge_points, 1)
+    h, w = flow.shape[:2]
+    flow = _sampling.sanitize_flow(flow, h, w)
+    offs = polygon_offsets(n)
+    fl = flow_at_offsets(flow, offs)  # (H, W, P, 2)
+    rel = jnp.asarray(offs) + fl  # vertex positions relative to the pixel's top-left corner
+    valid_dst = jnp.all(jnp.isfinite(rel), axis=(-2, -1))
+    rel = jnp.where(valid_dst[..., None, None], rel, jnp.asarray(offs))
+    origin = jnp.floor(jnp.min(rel, axis=-2))  # (H, W, 2) integer offset of the window
+    local = rel - origin[..., None, :]
+    signed = _window_areas(local, cap)  # (H, W, cap, cap)
+    pieces = jnp.clip(jnp.abs(signed), 0.0, 1.0)
+    pieces = jnp.where(pieces < _GRID_AREA_EPS, 0.0, pieces)
+    fits = jnp.all(jnp.max(local, axis=-2) <= cap, axis=-1)
+    poly_area = jnp.abs(_shoelace(local))
+    overflow = jnp.where(fits, 0.0, jnp.maximum(poly_area - pieces.sum((-2, -1)), 0.0))
+    overflow = jnp.where(valid_dst, overflow, 0.0)
+
+    ii, jj = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
+    o = origin.astype(jnp.int32)
+    ar = jnp.arange(cap)
+    rows = (ii + o[..., 1])[..., None, None] + ar[:, None]
+    cols = (jj + o[..., 0])[..., None, None] + ar[None, :]
+    src, inside = _flat_index(rows, cols, h, w)
+    pieces = jnp.where(inside & valid_dst[..., None, None], pieces, 0.0)
+    k = cap * cap
+    src = src.reshape(-1)
+    area, use = _normalise_sources(pieces.reshape(-1), src, h * w, always=False)
+    dst = jnp.repeat(jnp.arange(h * w, dtype=jnp.int32), k)
+    return PartitionRecord(
+        src=src,
+        dst=dst,
+        area=area,
+        overflow=overflow,
+        source_use=use.reshape(h, w),
+        shape=(h, w),
+        layout="dst",
+        fanout=k,
+        normalized=False,
+    )
+
+
+def _bilinear_footprint(flow: jax.Array):
+    """Cells and bilinear overlaps of unit squares centred at ``centre + flow``.
+
+    Returns ``(idx, weight)`` of shape ``(H, W, 4)``: flat indices of the 4 cells the square
+    touches (clamped into the image) and their overlaps, 0 outside the image or for non-finite flow.
+    """
+    h, w = flow.shape[:2]
+    valid = jnp.all(jnp.isfinite(flow), -1)
+    f = jnp.where(valid[..., None], flow, 0.0)
+    fl = jnp.floor(f)
+    t = f - fl  # the square [centre + f - 1/2, + 1] starts at cell j + floor(fx), fraction t
+    ii, jj = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
+    c0 = jj + fl[..., 0].astype(jnp.int32)
+    r0 = ii + fl[..., 1].astype(jnp.int32)
+    tx, ty = t[..., 0], t[..., 1]
+    rows = jnp.stack([r0, r0, r0 + 1, r0 + 1], -1)
+    cols = jnp.stack([c0, c0 + 1, c0, c0 + 1], -1)
+    wts = jnp.stack([(1 - tx) * (1 - ty), tx * (1 - ty), (1 - tx) * ty, tx * ty], -1)
+    idx, inside = _flat_index(rows, cols, h, w)
+    wts = jnp.where(inside & valid[..., None], wts, 0.0)
+    return idx, wts
+
+
+def particle_record(flow: jax.Array) -> PartitionRecord:
+    """Particle partition record of a backward flow (Deng et al., particle-based algorithm).
+
+    New pixel ``d`` is a unit square centred at ``psi(centre_d) = centre_d + flow[d]``; ``w_ds`` is
+    its bilinear overlap with old cell ``s`` (cells outside the image dropped), and each source's
+    requests are divided by their sum, ``a_ds = w_ds / sum_d' w_d's``. The output is exactly white
+    for any flow, folding and collapsing ones included; NaN/Inf flow pixels are disoccluded.
+
+    Args:
+      flow: ``(H, W, 2)`` backward flow.
+
+    Returns:
+      A :class:`PartitionRecord` with ``M = 4 H W`` pieces, layout ``"dst"``, normalised.
+
+    References:
+      Deng et al. 2025 (arXiv:2411.01212), particle-based algorithm; DESIGN.md section 3.
+    """
+    flow = _check_flow(flow)
+    h, w = flow.shape[:2]
+    idx, wts = _bilinear_footprint(_sampling.sanitize_flow(flow, h, w))
+    src = idx.reshape(-1)
+    area, use = _normalise_sources(wts.reshape(-1), src, h * w, always=True)
+    area = jnp.where(area < _BILINEAR_AREA_EPS, 0.0, area)
+    return PartitionRecord(
+        src=src,
+        dst=jnp.repeat(jnp.arange(h * w, dtype=jnp.int32), 4),
+        area=area,
+        overflow=jnp.zeros((h, w), jnp.float32),
+        source_use=use.reshape(h, w),
+        shape=(h, w),
+        layout="dst",
+        fanout=4,
+        normalized=True,
+    )
+
+
+def splat_record(forward_flow: jax.Array) -> PartitionRecord:
+    """Forward-splat partition record of a forward flow.
+
+    Old pixel ``s`` becomes a unit square centred at ``centre_s + forward_flow[s]``; ``w_sd`` is its
+    bilinear overlap with new cell ``d``, and each source's in-image overlaps are divided by their
+    sum. The output is exactly white for any flow; new pixels that receive nothing (and sources with
+    a NaN/Inf flow send nothing) get fresh noise.
+
+    Args:
+      forward_flow: ``(H, W, 2)`` forward flow of the old frame.
+
+    Returns:
+      A :class:`PartitionRecord` with ``M = 4 H W`` pieces, layout ``"src"``, normalised.
+
+    References:
+      DESIGN.md section 3 (forward splat); Deng et al. 2025 (arXiv:2411.01212).
+    """
+    forward_flow = _check_flow(forward_flow, "forward_flow")
+    h, w = forward_flow.shape[:2]
+    idx, wts = _bilinear_footprint(_sampling.sanitize_flow(forward_flow, h, w))
+    tot = wts.sum(-1, keepdims=True)
+    area = wts / jnp.where(tot > 0, tot, 1.0)
+    area = jnp.where(area < _BILINEAR_AREA_EPS, 0.0, area)
+    return PartitionRecord(
+        src=jnp.repeat(jnp.arange(h * w, dtype=jnp.int32), 4),
+        dst=idx.reshape(-1),
+        area=area.reshape(-1),
+        overflow=jnp.zeros((h, w), jnp.float32),
+        source_use=tot[..., 0],
+        shape=(h, w),
+        layout="src",
+        fanout=4,
+        normalized=True,
+    )

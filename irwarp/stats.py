@@ -1,0 +1,1 @@
+"""Gaussianity and temporal-coherence diagnostics (being written)."""
