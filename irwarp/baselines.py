@@ -132,7 +132,7 @@ def chang_warp(
     flow = _sampling.sanitize_flow(flow, h, w)
     offs = np.concatenate([polygon_offsets(2), np.array([[0.5, 0.5]], np.float32)], 0)
     rel = jnp.asarray(offs) + flow_at_offsets(flow, offs)  # (H, W, 9, 2)
-    valid = jnp.all(jnp.isfinite(rel), axis=(-2, -1))
+    valid = jnp.all(jnp.isfinite(rel), axis=(-2, -1)) & jnp.all(jnp.isfinite(flow), -1)
     rel = jnp.where(valid[..., None, None], rel, jnp.asarray(offs))
     side = (cap - 1) * n + 1
     # First sub-pixel index whose centre (k + 0.5) / N is >= the polygon's minimum, per axis.

@@ -283,7 +283,9 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     offs = polygon_offsets(n)
     fl = flow_at_offsets(flow, offs)  # (H, W, P, 2)
     rel = jnp.asarray(offs) + fl  # vertex positions relative to the pixel's top-left corner
-    valid_dst = jnp.all(jnp.isfinite(rel), axis=(-2, -1))
+    # A pixel whose own flow is non-finite is disoccluded even where its polygon's points, which
+    # interpolate neighbouring flows, are finite.
+    valid_dst = jnp.all(jnp.isfinite(rel), axis=(-2, -1)) & jnp.all(jnp.isfinite(flow), -1)
     rel = jnp.where(valid_dst[..., None, None], rel, jnp.asarray(offs))
     origin = jnp.floor(jnp.min(rel, axis=-2))  # (H, W, 2) integer offset of the window
     local = rel - origin[..., None, :]
