@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # Pieces smaller than this are set to exactly 0: they are float noise from the edge integrals.
-_GRID_AREA_EPS = 1e-7
+_GRID_AREA_EPS = 1e-6
 _BILINEAR_AREA_EPS = 1e-12
 
 
@@ -176,22 +176,17 @@ def flow_at_offsets(flow: jax.Array, offsets: np.ndarray) -> jax.Array:
     return jnp.stack(outs, axis=2)
 
 
-def _relu_mean(u: jax.Array, v: jax.Array) -> jax.Array:
-    """``int_0^1 relu(u + t (v - u)) dt``, computed without dividing by a small number."""
-    both_pos = (u >= 0) & (v >= 0)
-    both_neg = (u <= 0) & (v <= 0)
-    mixed = ~(both_pos | both_neg)
-    d = jnp.where(mixed, jnp.abs(v - u), 1.0)
-    mx = jnp.maximum(u, v)
-    return jnp.where(both_pos, 0.5 * (u + v), jnp.where(mixed, mx * mx / (2.0 * d), 0.0))
-
-
 def _window_areas(verts: jax.Array, cap: int) -> jax.Array:
     """Signed overlap of closed polygons with the cells of a ``cap x cap`` window.
 
-    For the region ``R`` with winding number ``w``, ``int_cell w dA = sum_e sign(dx_e)
-    int_{x in e, cell} (y1 - clamp(y_e(x), y0, y1)) dx`` (Green's theorem with the cell's lower
-    edge as reference).
+    Green's theorem with each cell's lower edge as reference: for the winding number ``w`` of the
+    polygon, ``int_cell w dA = sum_e sign(dx_e) int_{x in e, x in column} J(y_e(x)) dx`` with
+    ``J(y) = clamp(b + 1 - y, 0, 1)`` for the cell's row ``b``. Each edge is clipped to each column;
+    over a clipped piece ``J`` is exactly 1 (piece above the row) or 0 (below), and only a piece that
+    straddles the row needs ``1 - I(b) + I(b + 1)`` with ``I(c) = mean relu(y - c)``, which is
+    ``mean(y) - c`` or ``(y_max - c)^2 / (2 |dy|)``. Rows a piece does not straddle thus get exact
+    0 and 1, so cells the polygon misses get exact zeros up to the telescoping of edge widths.
+    The loops are static; the cells leave the fused pass as separate outputs.
 
     Args:
       verts: ``(..., P, 2)`` polygon vertices in window coordinates (cell ``(b, a)`` is
@@ -201,29 +196,41 @@ def _window_areas(verts: jax.Array, cap: int) -> jax.Array:
     Returns:
       ``(..., cap, cap)`` signed areas indexed ``[row b, column a]``.
     """
-    px, py = verts[..., 0], verts[..., 1]
-    qx, qy = jnp.roll(px, -1, axis=-1), jnp.roll(py, -1, axis=-1)
-    dx = qx - px
-    sgn = jnp.sign(dx)
-    safe = jnp.where(dx == 0, 1.0, dx)
-    lo, hi = jnp.minimum(px, qx), jnp.maximum(px, qx)
-    cols = jnp.arange(cap, dtype=verts.dtype)
-    # (..., P, cap_cols)
-    xa = jnp.clip(lo[..., None], cols, cols + 1)
-    xb = jnp.clip(hi[..., None], cols, cols + 1)
-    width = xb - xa
-    ta = jnp.clip((xa - px[..., None]) / safe[..., None], 0.0, 1.0)
-    tb = jnp.clip((xb - px[..., None]) / safe[..., None], 0.0, 1.0)
-    dy = (qy - py)[..., None]
-    ya = py[..., None] + ta * dy
-    yb = py[..., None] + tb * dy
-    bounds = jnp.arange(cap + 1, dtype=verts.dtype)
-    # (..., P, cap_cols, cap + 1)
-    i_bound = _relu_mean(ya[..., None] - bounds, yb[..., None] - bounds)
-    # y1 - clamp(y, y0, y1) = 1 - relu(y - y0) + relu(y - y1), integrated over the sub-interval.
-    per_cell = (sgn[..., None] * width)[..., None] * (1.0 - i_bound[..., :-1] + i_bound[..., 1:])
-    # (..., cap_cols, cap_rows) -> [row, col]
-    return jnp.swapaxes(per_cell.sum(-3), -1, -2)
+    p = verts.shape[-2]
+    xs = [verts[..., k, 0] for k in range(p)]
+    ys = [verts[..., k, 1] for k in range(p)]
+    cells = [[0.0] * cap for _ in range(cap)]
+    for k in range(p):
+        x0, y0, x1, y1 = xs[k], ys[k], xs[(k + 1) % p], ys[(k + 1) % p]
+        dx, dy = x1 - x0, y1 - y0
+        sgn = jnp.sign(dx)
+        inv_dx = 1.0 / jnp.where(dx == 0, 1.0, dx)
+        lo = jnp.minimum(x0, x1)
+        hi = jnp.maximum(x0, x1)
+        for a in range(cap):
+            xa = jnp.clip(lo, float(a), a + 1.0)
+            xb = jnp.clip(hi, float(a), a + 1.0)
+            width = sgn * (xb - xa)
+            ya = y0 + jnp.clip((xa - x0) * inv_dx, 0.0, 1.0) * dy
+            yb = y0 + jnp.clip((xb - x0) * inv_dx, 0.0, 1.0) * dy
+            y_min = jnp.minimum(ya, yb)
+            y_max = jnp.maximum(ya, yb)
+            y_mean = 0.5 * (ya + yb)
+            half_inv_span = 0.5 / jnp.maximum(y_max - y_min, 1e-30)
+
+            def mean_relu(c, y_min=y_min, y_max=y_max, y_mean=y_mean, h=half_inv_span):
+                above = jnp.maximum(y_max - c, 0.0)
+                return jnp.where(y_min >= c, y_mean - c, above * above * h)
+
+            for b in range(cap):
+                straddle = 1.0 - mean_relu(float(b)) + mean_relu(b + 1.0)
+                frac = jnp.where(y_max <= b, 1.0, jnp.where(y_min >= b + 1, 0.0, straddle))
+                cells[b][a] = cells[b][a] + width * frac
+    flat = [cells[b][a] for b in range(cap) for a in range(cap)]
+    # The barrier keeps the cells as separate outputs of one fused pass; stacking them inside the
+    # fusion would make XLA recompute every edge integral once per output cell.
+    flat = jax.lax.optimization_barrier(flat)
+    return jnp.stack(flat, -1).reshape(verts.shape[:-2] + (cap, cap))
 
 
 def _shoelace(verts: jax.Array) -> jax.Array:

@@ -190,7 +190,7 @@ def test_nonfinite_and_huge_flows_give_finite_output(method, bad):
 
 
 def test_overflow_is_reported_and_capacity_fixes_it():
-    flow = irwarp.flows.zoom(16, 16, 0.4)
+    flow = irwarp.flows.zoom(16, 16, 0.35)
     small = irwarp.grid_record(flow, capacity=3)
     assert int(small.num_overflow()) > 0 and float(small.overflow_area()) > 1.0
     big = irwarp.grid_record(flow, capacity=4)
