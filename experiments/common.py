@@ -1,0 +1,141 @@
+"""Small helpers shared by the experiments: workdir files, tables, timing and figures.
+
+Nothing here knows about warping; the library (``irwarp``) never imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy/jax scalars and arrays as Python objects and non-finite floats as None.
+
+    Strict JSON has no NaN or Infinity, so they are written as ``null``.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return jsonable(np.asarray(value).tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def write_config(workdir: str, config) -> str:
+    """Writes ``config`` (a ConfigDict, or anything with ``to_json`` or a dict) to ``config.json``."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    text = config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(config, indent=2)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    return path
+
+
+class JsonlWriter:
+    """Appends one JSON object per line to a file, flushing after each (a context manager)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file = open(path, "w")  # closed in close() / __exit__
+
+    def write(self, row: Mapping) -> None:
+        self._file.write(json.dumps(jsonable(row), allow_nan=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Reads a file written by :class:`JsonlWriter`."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: floats with ``digits`` decimals (``nan``/``inf`` as words), None as ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.{digits}f}" if math.isfinite(value) else str(float(value))
+    return str(value)
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table; cells are formatted with :func:`fmt` unless already strings."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        cells = [c if isinstance(c, str) else fmt(c) for c in row]
+        if len(cells) != len(columns):
+            raise ValueError(f"expected {len(columns)} cells per row; got {len(cells)}: {cells}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def block(tree: Any) -> Any:
+    """``block_until_ready`` on every array of a pytree; returns it."""
+    return jax.tree_util.tree_map(lambda a: a.block_until_ready(), tree)
+
+
+def compile_timed(fn: Callable, *args) -> tuple[Callable, float]:
+    """Jits, lowers and compiles ``fn`` for ``args``; returns ``(compiled, seconds)``."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def median_seconds(fn: Callable, *args, warmup: int = 1, repeats: int = 3) -> float:
+    """Median wall time of ``repeats`` calls of ``fn(*args)`` after ``warmup`` untimed calls.
+
+    Every call ends in ``block_until_ready``, so asynchronous dispatch is included.
+    """
+    for _ in range(max(int(warmup), 0)):
+        block(fn(*args))
+    times = []
+    for _ in range(max(int(repeats), 1)):
+        t0 = time.perf_counter()
+        block(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def save_figure(fig, path: str, dpi: int = 100) -> str:
+    """Saves a matplotlib ``Figure`` as PNG (no pyplot state involved); returns ``path``."""
+    fig.savefig(path, dpi=dpi, format="png", facecolor="white")
+    return path
+
+
+def save_image(array: Any, path: str, vmin: float = 0.0, vmax: float = 1.0) -> str:
+    """Saves an ``(H, W)`` or ``(H, W, 3)`` array as an 8-bit PNG, mapping ``[vmin, vmax]`` to
+    ``[0, 255]`` (clipped); returns ``path``."""
+    from PIL import Image  # optional dependency (the `plots` extra)
+
+    a = np.asarray(array, np.float32)
+    a = np.clip((a - vmin) / (vmax - vmin), 0.0, 1.0)
+    Image.fromarray(np.round(255.0 * a).astype(np.uint8)).save(path, format="PNG")
+    return path
