@@ -1,0 +1,564 @@
+"""Benchmark: time and memory of each warp method, relative to ``jax.random.normal``.
+
+    python -m experiments.bench --config=configs/bench.py --workdir=DIR
+
+For each shape ``(H, W, C)`` and method, the whole warp (record construction and apply) is jitted
+and compiled ahead of time (compile time and XLA's memory analysis of the executable are recorded),
+called ``warmup`` times, then ``repeats`` times with ``block_until_ready``; the median is reported
+in ms per frame and as a ratio to ``jax.random.normal(key, (H, W, C))`` timed the same way in the
+same run. For the partition-record methods, record construction and ``apply_record`` are also
+timed separately.
+
+Writes to the workdir: ``config.json`` (resolved config), ``bench.jsonl`` (one JSON line per row of
+the main table), ``split.jsonl`` (record vs apply rows) and ``bench.md`` (both tables under a header
+naming the hardware). The main table is also printed to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+import irwarp
+
+FLAGS = flags.FLAGS
+
+REFERENCE = "random.normal"
+COLUMNS = (
+    "method",
+    "H x W x C",
+    "compile s",
+    "median ms/frame",
+    "ratio to random.normal",
+    "XLA temp MB",
+    "note",
+)
+SPLIT_COLUMNS = (
+    "method",
+    "H x W x C",
+    "record ms",
+    "apply_record ms",
+    "record + apply ms",
+    "full warp ms",
+    "record share",
+    "record / normal",
+    "apply / normal",
+    "note",
+)
+
+
+# ----------------------------------------------------------------------------- flows
+
+
+def synthetic_flows(
+    name: str, h: int, w: int, *, angle_deg: float, zoom: float, shift: Sequence[float]
+) -> tuple[jax.Array, jax.Array]:
+    """Backward and forward flows ``(H, W, 2)`` of a rigid motion, sampled at pixel centres.
+
+    The backward map is ``psi(p) = c + A (p - c) + t`` with ``c`` the image centre,
+    ``A = R(angle) / zoom`` and ``t = shift``; the forward flow is that of its inverse,
+    ``phi(q) = c + A^{-1} (q - c - t)``, so ``splat`` warps along the same motion.
+
+    Args:
+      name: ``"rotation"``, ``"translation"``, ``"zoom"`` or ``"identity"``.
+      h, w: grid size.
+      angle_deg: rotation angle (``"rotation"`` only).
+      zoom: scale factor (``"zoom"`` only).
+      shift: ``(dx, dy)`` translation in pixels (all but ``"identity"``).
+
+    Returns:
+      ``(backward_flow, forward_flow)``, float32 ``(H, W, 2)`` each, ``(dx, dy)`` in pixels.
+    """
+    theta, scale, t = 0.0, 1.0, tuple(float(s) for s in shift)
+    if name == "rotation":
+        theta = math.radians(angle_deg)
+    elif name == "zoom":
+        scale = float(zoom)
+    elif name == "identity":
+        t = (0.0, 0.0)
+    elif name != "translation":
+        raise ValueError(
+            f"unknown flow {name!r}; known: 'rotation', 'translation', 'zoom', 'identity'"
+        )
+    a = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]) / scale
+    a_inv = np.linalg.inv(a)
+    y, x = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32) + 0.5,
+        jnp.arange(w, dtype=jnp.float32) + 0.5,
+        indexing="ij",
+    )
+    p = jnp.stack([x - 0.5 * w, y - 0.5 * h], -1)  # relative to the centre
+    back = p @ jnp.asarray(a.T, jnp.float32) + jnp.asarray(t, jnp.float32) - p
+    fwd = (p - jnp.asarray(t, jnp.float32)) @ jnp.asarray(a_inv.T, jnp.float32) - p
+    return back.astype(jnp.float32), fwd.astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def make_warp(method: str, *, grid_capacity: int) -> Callable:
+    """``f(key, noise, backward_flow, forward_flow) -> warped noise`` for a benchmark method name."""
+    if method == "splat":
+        return lambda key, x, bflow, fflow: irwarp.warp_forward(key, x, fflow)
+    m = re.fullmatch(r"chang(\d*)", method)
+    if m:
+        opts = {"upsample": int(m.group(1))} if m.group(1) else {}
+        return lambda key, x, bflow, fflow: irwarp.warp(key, x, bflow, method="chang", **opts)
+    if method == "grid":
+        return lambda key, x, bflow, fflow: irwarp.warp(
+            key, x, bflow, method="grid", capacity=grid_capacity
+        )
+    if method not in irwarp.METHODS:
+        raise ValueError(
+            f"unknown benchmark method {method!r}; known: splat, chang<N>, {', '.join(irwarp.METHODS)}"
+        )
+    return lambda key, x, bflow, fflow: irwarp.warp(key, x, bflow, method=method)
+
+
+def make_record(method: str, *, grid_capacity: int) -> Callable:
+    """``f(backward_flow, forward_flow) -> PartitionRecord`` for grid, particle and splat."""
+    if method == "grid":
+        return lambda bflow, fflow: irwarp.grid_record(bflow, capacity=grid_capacity)
+    if method == "particle":
+        return lambda bflow, fflow: irwarp.particle_record(bflow)
+    if method == "splat":
+        return lambda bflow, fflow: irwarp.splat_record(fflow)
+    raise ValueError(f"record/apply split only exists for grid, particle and splat; got {method!r}")
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _block(out):
+    return jax.tree_util.tree_map(lambda a: a.block_until_ready(), out)
+
+
+def compile_fn(fn: Callable, args: tuple) -> tuple[Callable, float, float]:
+    """Jit, lower and compile ``fn`` for ``args``; returns ``(compiled, seconds, XLA temp MB)``."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    seconds = time.perf_counter() - t0
+    temp_mb = float("nan")
+    try:
+        stats = compiled.memory_analysis()
+        if stats is not None:
+            temp_mb = stats.temp_size_in_bytes / 2**20
+    except Exception as e:  # memory analysis is best effort; some backends do not implement it
+        logging.warning("memory_analysis failed: %s", e)
+    return compiled, seconds, temp_mb
+
+
+class Timing(NamedTuple):
+    """Result of :func:`time_calls`; times in seconds."""
+
+    median: float  # median of the timed calls
+    minimum: float  # fastest timed call
+    repeats: int  # number of timed calls
+    note: str  # why fewer calls were timed, or ""
+
+
+def _timed(compiled: Callable, args: tuple) -> float:
+    t0 = time.perf_counter()
+    _block(compiled(*args))
+    return time.perf_counter() - t0
+
+
+def time_calls(
+    compiled: Callable,
+    args: tuple,
+    *,
+    warmup: int,
+    repeats: int,
+    min_repeats: int,
+    budget_s: float,
+    may_skip: bool = False,
+) -> Timing:
+    """Times calls of a compiled function, each ending in ``block_until_ready``.
+
+    The first warm-up call is timed to estimate the cost; if the remaining warm-up and timed calls
+    would exceed ``budget_s``, the timed calls are reduced (to at least ``min_repeats``), or, when
+    ``may_skip``, skipped in favour of that first call.
+
+    Calls are back to back on purpose: XLA on CPU may free a call's temporary buffers while the
+    next call runs (unmapping 4 GB takes about 0.3 s), so interleaving calls of another function
+    would move that cost from one function to the other.
+    """
+    first = _timed(compiled, args)
+    n_warm, n_rep, note = max(warmup - 1, 0), max(repeats, 1), ""
+    if may_skip and first > budget_s:
+        note = f"1 call only ({first:.3g} s > {budget_s:.3g} s budget; config.skip)"
+        return Timing(first, first, 1, note)
+    if first * (n_warm + n_rep) > budget_s:
+        n_warm = 0
+        n_rep = max(min(n_rep, int(budget_s // max(first, 1e-9))), max(min_repeats, 1))
+        if n_rep < repeats:
+            note = f"{n_rep} repeats, not {repeats} (time budget)"
+    for _ in range(n_warm):
+        _block(compiled(*args))
+    times = [_timed(compiled, args) for _ in range(n_rep)]
+    return Timing(statistics.median(times), min(times), n_rep, note)
+
+
+def device_peak_mb() -> float | None:
+    """Process-wide peak device memory in MB where the backend reports it (GPU/TPU), else None."""
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:
+        return None
+    if isinstance(stats, dict) and "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    return None
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def hardware() -> dict:
+    """Platform, CPU model, core count, jax version and device of this run."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    dev = jax.devices()[0]
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "jax": jax.__version__,
+        "jaxlib": _jaxlib_version(),
+        "backend": jax.default_backend(),
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+    }
+
+
+def _jaxlib_version() -> str:
+    try:
+        import jaxlib
+
+        return jaxlib.__version__
+    except Exception:
+        return "unknown"
+
+
+def _fmt(v, digits: int) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _main_cells(r: dict) -> list[str]:
+    return [
+        r["method"],
+        r["shape_str"],
+        _fmt(r["compile_s"], 2),
+        _fmt(r["median_ms"], 3 if r["median_ms"] < 10 else 1),
+        _fmt(r["ratio"], 2),
+        _fmt(r["xla_temp_mb"], 1 if r["xla_temp_mb"] >= 10 else 3),
+        r["note"],
+    ]
+
+
+def _split_cells(r: dict) -> list[str]:
+    return [
+        r["method"],
+        r["shape_str"],
+        _fmt(r["record_ms"], 1),
+        _fmt(r["apply_ms"], 1),
+        _fmt(r["record_ms"] + r["apply_ms"], 1),
+        _fmt(r.get("full_ms"), 1),
+        _fmt(r["record_share"], 2),
+        _fmt(r["record_ratio"], 1),
+        _fmt(r["apply_ratio"], 1),
+        r["note"],
+    ]
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _shape_str(shape) -> str:
+    return " x ".join(str(int(s)) for s in shape)
+
+
+def _bench_shape(
+    config, shape, k_noise, k_warp, hw, timing, skip, emit: Callable[[str, dict], None]
+) -> None:
+    """Times one shape ``(H, W, C)``; each row goes to ``emit("main" | "split", row)`` when done."""
+    h, w, c = shape
+    sstr = _shape_str(shape)
+    bflow, fflow = synthetic_flows(
+        config.flow, h, w, angle_deg=config.angle_deg, zoom=config.zoom, shift=config.shift
+    )
+    noise = jax.random.normal(k_noise, shape, jnp.float32)
+    cap = int(config.grid_capacity)
+    grid_overflow = int(
+        jax.jit(lambda f: irwarp.grid_record(f, capacity=cap).num_overflow())(bflow)
+    )
+    base = dict(shape=list(shape), shape_str=sstr, flow=config.flow, **hw)
+
+    # Reference: a fresh normal draw of the same shape, timed the same way.
+    ref = jax.jit(lambda k: jax.random.normal(k, shape, jnp.float32))
+    ref_c, comp_s, temp_mb = compile_fn(ref, (k_warp,))
+    t = time_calls(ref_c, (k_warp,), **timing)
+    ref_s = t.median
+    emit(
+        "main",
+        dict(
+            base,
+            method=REFERENCE,
+            compile_s=comp_s,
+            median_ms=1e3 * t.median,
+            min_ms=1e3 * t.minimum,
+            ratio=1.0,
+            ratio_to_first_normal=1.0,
+            xla_temp_mb=temp_mb,
+            repeats=t.repeats,
+            device_peak_mb=device_peak_mb(),
+            grid_overflow=None,
+            note=t.note or "reference",
+        ),
+    )
+    logging.info("%-13s %s: median %.3f ms, n=%d", REFERENCE, sstr, 1e3 * t.median, t.repeats)
+
+    full_ms = {}
+    for method in config.methods:
+        fn = make_warp(method, grid_capacity=cap)
+        args = (k_warp, noise, bflow, fflow)
+        compiled, comp_s, temp_mb = compile_fn(fn, args)
+        # random.normal is timed again just before each method (a block of its own), so that the
+        # ratio compares timings taken under the same load of a possibly shared machine.
+        ref_s_here = time_calls(ref_c, (k_warp,), **timing).median
+        t = time_calls(compiled, args, may_skip=(method, shape) in skip, **timing)
+        med_s, n_rep, note = t.median, t.repeats, t.note
+        overflow = grid_overflow if method == "grid" else None
+        if overflow is not None:
+            extra = f"grid overflow {overflow} px"
+            note = f"{note}; {extra}" if note else extra
+        full_ms[method] = 1e3 * med_s
+        emit(
+            "main",
+            dict(
+                base,
+                method=method,
+                compile_s=comp_s,
+                median_ms=1e3 * med_s,
+                min_ms=1e3 * t.minimum,
+                ratio=med_s / ref_s_here,
+                ratio_to_first_normal=med_s / ref_s,
+                normal_ms=1e3 * ref_s_here,
+                xla_temp_mb=temp_mb,
+                repeats=n_rep,
+                device_peak_mb=device_peak_mb(),
+                grid_overflow=overflow,
+                note=note,
+            ),
+        )
+        logging.info(
+            "%-13s %s: compile %.2f s, median %.3f ms (x%.1f normal), XLA temp %.1f MB, n=%d %s",
+            method,
+            sstr,
+            comp_s,
+            1e3 * med_s,
+            med_s / ref_s_here,
+            temp_mb,
+            n_rep,
+            note,
+        )
+
+    for method in config.split_methods:
+        rec_fn = make_record(method, grid_capacity=cap)
+        rec_c, rec_comp, rec_temp = compile_fn(rec_fn, (bflow, fflow))
+        ref_rec = time_calls(ref_c, (k_warp,), **timing).median
+        t_rec = time_calls(rec_c, (bflow, fflow), **timing)
+        record = rec_c(bflow, fflow)
+        app_args = (k_warp, noise, record)
+        app_c, app_comp, app_temp = compile_fn(irwarp.apply_record, app_args)
+        ref_app = time_calls(ref_c, (k_warp,), **timing).median
+        t_app = time_calls(app_c, app_args, **timing)
+        rec_s, app_s = t_rec.median, t_app.median
+        emit(
+            "split",
+            dict(
+                base,
+                method=method,
+                record_ms=1e3 * rec_s,
+                apply_ms=1e3 * app_s,
+                full_ms=full_ms.get(method),
+                record_share=rec_s / (rec_s + app_s),
+                record_compile_s=rec_comp,
+                apply_compile_s=app_comp,
+                record_xla_temp_mb=rec_temp,
+                apply_xla_temp_mb=app_temp,
+                record_ratio=rec_s / ref_rec,
+                apply_ratio=app_s / ref_app,
+                record_repeats=t_rec.repeats,
+                apply_repeats=t_app.repeats,
+                num_pieces=int(record.num_pieces),
+                note="; ".join(
+                    f"{part}: {t.note}"
+                    for part, t in (("record", t_rec), ("apply", t_app))
+                    if t.note
+                ),
+            ),
+        )
+        logging.info(
+            "split %-7s %s: record %.1f ms + apply_record %.1f ms",
+            method,
+            sstr,
+            1e3 * rec_s,
+            1e3 * app_s,
+        )
+
+
+def run(config, workdir: str, command: str | None = None) -> list[dict]:
+    """Runs the benchmark of ``config`` and writes its outputs into ``workdir``.
+
+    Args:
+      config: a ConfigDict from ``configs/bench.py``.
+      workdir: output directory (created if missing).
+      command: the command line to record in ``bench.md`` (default: a reconstruction).
+
+    Returns:
+      The rows of the main table as dicts (the lines of ``bench.jsonl``).
+    """
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2) + "\n")
+    hw = hardware()
+    logging.info("hardware: %s", hw)
+    if command is None:
+        command = f"python -m experiments.bench --config=configs/bench.py --workdir={workdir}"
+    skip = {(str(m), tuple(int(s) for s in shape)) for m, shape in config.skip}
+    timing = dict(
+        warmup=int(config.warmup),
+        repeats=int(config.repeats),
+        min_repeats=int(config.min_repeats),
+        budget_s=float(config.time_budget_s),
+    )
+    key = jax.random.key(config.seed)
+    k_noise, k_warp = jax.random.split(key)
+    tables: dict[str, list[dict]] = {"main": [], "split": []}
+    with (
+        open(os.path.join(workdir, "bench.jsonl"), "w") as main_out,
+        open(os.path.join(workdir, "split.jsonl"), "w") as split_out,
+    ):
+        outs = {"main": main_out, "split": split_out}
+
+        def emit(table: str, row: dict) -> None:
+            tables[table].append(row)
+            outs[table].write(json.dumps(row) + "\n")
+            outs[table].flush()
+
+        for hwc in config.shapes:
+            shape = tuple(int(s) for s in hwc)
+            _bench_shape(config, shape, k_noise, k_warp, hw, timing, skip, emit)
+    rows, split_rows = tables["main"], tables["split"]
+
+    table = markdown_table(COLUMNS, [_main_cells(r) for r in rows])
+    split_table = markdown_table(SPLIT_COLUMNS, [_split_cells(r) for r in split_rows])
+    flow_desc = {
+        "rotation": f"rotation by {config.angle_deg} deg about the centre + shift {tuple(config.shift)}",
+        "translation": f"shift {tuple(config.shift)} px",
+        "zoom": f"zoom x{config.zoom} about the centre + shift {tuple(config.shift)}",
+        "identity": "identity",
+    }[config.flow]
+    header = "\n".join(
+        [
+            "# irwarp benchmark",
+            "",
+            f"- Hardware: {hw['cpu']}, {hw['cores']} cores ({hw['usable_cores']} usable); "
+            f"{hw['platform']}",
+            f"- Software: Python {hw['python']}, jax {hw['jax']}, jaxlib {hw['jaxlib']}; backend "
+            f"{hw['backend']}, device kind {hw['device_kind']} (x{hw['device_count']})",
+            f"- Command: `{command}`",
+            f"- Flow: {flow_desc}. One frame per call (no batch). Median of {config.repeats} "
+            f"timed calls after {config.warmup} warm-up calls, each ending in block_until_ready; "
+            "compile s is jit + lower + compile of the whole warp (record construction + apply).",
+            f"- Ratio: the method's median over the median of a block of `{REFERENCE}` calls of "
+            "the same shape timed just before it, so both see the same load on a shared machine; "
+            f"the `{REFERENCE}` rows show the first such block of each shape.",
+            "- XLA temp MB: temporary buffers of the compiled executable "
+            "(`compiled.memory_analysis().temp_size_in_bytes`), arguments and outputs excluded."
+            + (
+                " The backend also reports device memory: `device_peak_mb` in bench.jsonl is the "
+                "process-wide peak so far (cumulative over rows)."
+                if any(r.get("device_peak_mb") is not None for r in rows)
+                else ""
+            ),
+        ]
+    )
+    md = "\n".join(
+        [
+            header,
+            "",
+            table,
+            "",
+            "## Record construction vs apply_record",
+            "",
+            "Each part jitted and timed on its own; full warp ms is from the table above.",
+            "",
+            split_table,
+            "",
+        ]
+    )
+    with open(os.path.join(workdir, "bench.md"), "w") as f:
+        f.write(md)
+    print(table)
+    print()
+    print(split_table)
+    sys.stdout.flush()
+    return rows
+
+
+def define_flags() -> None:
+    """Defines ``--config`` and ``--workdir``; called only when run as a program, so importing this
+    module (the smoke test) registers no global absl flags that other experiments could clash with."""
+    config_flags.DEFINE_config_file("config", None, "Path to the benchmark config file.")
+    flags.DEFINE_string("workdir", None, "Directory for bench.md, bench.jsonl, config.json.")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"too many command-line arguments: {argv[1:]}")
+    command = " ".join(["python -m experiments.bench"] + sys.argv[1:])
+    run(FLAGS.config, FLAGS.workdir, command=command)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
