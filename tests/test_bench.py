@@ -5,17 +5,12 @@ import importlib.util
 import json
 import math
 import pathlib
-import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Plain `pytest` (unlike `python -m pytest`) does not put the repository root on sys.path, and the
-# experiments package is not installed with irwarp.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 bench = importlib.import_module("experiments.bench")
 
 

@@ -5,15 +5,10 @@ import importlib.util
 import json
 import math
 import pathlib
-import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Plain `pytest` (unlike `python -m pytest`) does not put the repository root on sys.path, and the
-# experiments package is not installed with irwarp.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 demo = importlib.import_module("experiments.demo")
 common = importlib.import_module("experiments.common")
 
