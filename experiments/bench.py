@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import re
 import statistics
 import sys
@@ -34,6 +33,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import irwarp
+from experiments import common
 
 FLAGS = flags.FLAGS
 
@@ -225,45 +225,6 @@ def device_peak_mb() -> float | None:
 
 
 # ----------------------------------------------------------------------------- reporting
-
-
-def hardware() -> dict:
-    """Platform, CPU model, core count, jax version and device of this run."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    dev = jax.devices()[0]
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "jax": jax.__version__,
-        "jaxlib": _jaxlib_version(),
-        "backend": jax.default_backend(),
-        "device_kind": dev.device_kind,
-        "device_count": jax.device_count(),
-    }
-
-
-def _jaxlib_version() -> str:
-    try:
-        import jaxlib
-
-        return jaxlib.__version__
-    except Exception:
-        return "unknown"
 
 
 def _fmt(v, digits: int) -> str:
@@ -458,7 +419,7 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json(indent=2) + "\n")
-    hw = hardware()
+    hw = common.hardware()
     logging.info("hardware: %s", hw)
     if command is None:
         command = f"python -m experiments.bench --config=configs/bench.py --workdir={workdir}"

@@ -35,7 +35,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import common
-from experiments.bench import hardware
+from experiments.common import hardware
 from irwarp import pipeline, video
 
 FLAGS = flags.FLAGS

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -139,3 +140,70 @@ def save_image(array: Any, path: str, vmin: float = 0.0, vmax: float = 1.0) -> s
     a = np.clip((a - vmin) / (vmax - vmin), 0.0, 1.0)
     Image.fromarray(np.round(255.0 * a).astype(np.uint8)).save(path, format="PNG")
     return path
+
+
+def hardware() -> dict:
+    """Platform, CPU model, core count, jax version and device of this run."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    dev = jax.devices()[0]
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "jax": jax.__version__,
+        "jaxlib": _jaxlib_version(),
+        "backend": jax.default_backend(),
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+    }
+
+
+def _jaxlib_version() -> str:
+    try:
+        import jaxlib
+
+        return jaxlib.__version__
+    except Exception:
+        return "unknown"
+
+
+def hardware_line() -> str:
+    """One line naming the CPU, the usable cores, the JAX backend and versions."""
+    hw = hardware()
+    return (
+        f"{hw['cpu']}, {hw['usable_cores']} usable cores; jax {hw['jax']}, backend {hw['backend']} "
+        f"({hw['device_kind']}); Python {hw['python']}"
+    )
+
+
+def parse_markdown_table(md: str, first_column: str) -> tuple[list[str], list[list[str]]]:
+    """Header and body rows of the table in ``md`` whose header starts with ``| first_column |``.
+
+    The inverse of :func:`markdown_table`, for tests and notebooks that read ``summary.md``.
+    """
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != len(header):
+            raise ValueError(f"row has {len(cells)} cells, header {len(header)}: {line}")
+        rows.append(cells)
+    return header, rows

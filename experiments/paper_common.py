@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import platform
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -133,31 +132,18 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def hardware() -> str:
-    """One line naming the CPU, the usable cores, the JAX backend and versions."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    return (
-        f"{cpu}, {cores} usable cores; jax {jax.__version__}, backend {jax.default_backend()} "
-        f"({jax.devices()[0].device_kind}); Python {platform.python_version()}"
-    )
-
-
 def header(title: str, command: str, intro: str) -> str:
     """The top of a summary.md: title, command, hardware line and a short description."""
     return "\n".join(
-        [f"# {title}", "", f"- Command: `{command}`", f"- Hardware: {hardware()}", "", intro, ""]
+        [
+            f"# {title}",
+            "",
+            f"- Command: `{command}`",
+            f"- Hardware: {common.hardware_line()}",
+            "",
+            intro,
+            "",
+        ]
     )
 
 

@@ -10,30 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import common
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 bench = importlib.import_module("experiments.bench")
 
 
 def _load_config(arg=None):
-    spec = importlib.util.spec_from_file_location("bench_config", ROOT / "configs" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return importlib.import_module("configs.bench").get_config(arg)
 
 
-def _table_rows(md: str, first_column: str) -> list[list[str]]:
-    """Body rows of the markdown table whose header starts with ``| first_column |``."""
-    lines = md.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
-    header = [c.strip() for c in lines[start].strip("|").split("|")]
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert len(cells) == len(header), line
-        rows.append(cells)
-    return header, rows
+def _table_rows(md: str, first_column: str) -> tuple[list[str], list[list[str]]]:
+    return common.parse_markdown_table(md, first_column)
 
 
 def _positive(v) -> bool:

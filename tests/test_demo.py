@@ -16,25 +16,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _load_config(arg=None):
-    spec = importlib.util.spec_from_file_location("demo_config", ROOT / "configs" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return importlib.import_module("configs.demo").get_config(arg)
 
 
 def _table(md: str) -> tuple[list[str], list[list[str]]]:
     """Header and body rows of the markdown table whose header starts with ``| method |``."""
-    lines = md.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| method |"))
-    header = [c.strip() for c in lines[start].strip("|").split("|")]
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert len(cells) == len(header), line
-        rows.append(cells)
-    return header, rows
+    return common.parse_markdown_table(md, "method")
 
 
 @pytest.fixture(scope="module")
