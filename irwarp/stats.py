@@ -400,7 +400,10 @@ def temporal_correlation(
     clamped to the edge) or the value of the cell containing ``p`` (``"nearest"``). A pixel is
     excluded when its flow is non-finite, when ``psi(centre_d)`` falls outside the frame
     ``[0, W) x [0, H)``, or where ``mask`` is False. With an exact warp of integral noise the
-    value is the mean overlap that the flow implies (1 for integer translations).
+    value is 1 for integer translations; for a fractional shift ``s`` along one axis it is
+    ``1 - s`` in ``"nearest"`` mode (``s < 1/2``) and ``sqrt((1 - s)^2 + s^2)`` in ``"bilinear"``
+    mode (0.707 at ``s = 1/2``: bilinear resampling lowers the variance of ``prev``). Compare
+    methods under the same mode rather than against 1.
 
     Args:
       prev: frame ``t`` noise ``(..., H, W, C)``, any float dtype.
