@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import statistics
 import sys
 import time
@@ -96,37 +95,28 @@ def synthetic_flows(
         )
     a = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]) / scale
     a_inv = np.linalg.inv(a)
-    y, x = jnp.meshgrid(
-        jnp.arange(h, dtype=jnp.float32) + 0.5,
-        jnp.arange(w, dtype=jnp.float32) + 0.5,
-        indexing="ij",
-    )
-    p = jnp.stack([x - 0.5 * w, y - 0.5 * h], -1)  # relative to the centre
-    back = p @ jnp.asarray(a.T, jnp.float32) + jnp.asarray(t, jnp.float32) - p
-    fwd = (p - jnp.asarray(t, jnp.float32)) @ jnp.asarray(a_inv.T, jnp.float32) - p
-    return back.astype(jnp.float32), fwd.astype(jnp.float32)
+    back = irwarp.flows.affine(h, w, a, offset=t)
+    fwd = irwarp.flows.affine(h, w, a_inv, offset=-(a_inv @ np.asarray(t)))
+    return back, fwd
 
 
 # ----------------------------------------------------------------------------- methods
 
 
 def make_warp(method: str, *, grid_capacity: int) -> Callable:
-    """``f(key, noise, backward_flow, forward_flow) -> warped noise`` for a benchmark method name."""
-    if method == "splat":
+    """``f(key, noise, backward_flow, forward_flow) -> warped noise`` for a benchmark method name.
+
+    Names as in :func:`experiments.common.parse_method`; the grid uses ``grid_capacity``.
+    """
+    try:
+        base, opts = common.parse_method(method)
+    except ValueError as e:
+        raise ValueError(f"unknown benchmark method {method!r}: {e}") from None
+    if base == "splat":
         return lambda key, x, bflow, fflow: irwarp.warp_forward(key, x, fflow)
-    m = re.fullmatch(r"chang(\d*)", method)
-    if m:
-        opts = {"upsample": int(m.group(1))} if m.group(1) else {}
-        return lambda key, x, bflow, fflow: irwarp.warp(key, x, bflow, method="chang", **opts)
-    if method == "grid":
-        return lambda key, x, bflow, fflow: irwarp.warp(
-            key, x, bflow, method="grid", capacity=grid_capacity
-        )
-    if method not in irwarp.METHODS:
-        raise ValueError(
-            f"unknown benchmark method {method!r}; known: splat, chang<N>, {', '.join(irwarp.METHODS)}"
-        )
-    return lambda key, x, bflow, fflow: irwarp.warp(key, x, bflow, method=method)
+    if base == "grid":
+        opts = {"capacity": grid_capacity}
+    return lambda key, x, bflow, fflow: irwarp.warp(key, x, bflow, method=base, **opts)
 
 
 def make_record(method: str, *, grid_capacity: int) -> Callable:

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,6 +17,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+import irwarp
 
 
 def jsonable(value: Any) -> Any:
@@ -207,3 +210,31 @@ def parse_markdown_table(md: str, first_column: str) -> tuple[list[str], list[li
             raise ValueError(f"row has {len(cells)} cells, header {len(header)}: {line}")
         rows.append(cells)
     return header, rows
+
+
+# Method names of the experiments: irwarp.METHODS, "splat" (irwarp.warp_forward) and "chang<N>"
+# (irwarp.warp(method="chang", upsample=N)).
+_CHANG = re.compile(r"chang(\d+)")
+
+
+def parse_method(name: str) -> tuple[str, dict]:
+    """``"chang4"`` -> ``("chang", {"upsample": 4})``; ``"grid"`` -> ``("grid", {})``; also "splat".
+
+    Raises:
+      ValueError: for a name that is neither ``"splat"``, ``"chang<N>"`` nor in ``irwarp.METHODS``.
+    """
+    m = _CHANG.fullmatch(name)
+    if m:
+        return "chang", {"upsample": int(m.group(1))}
+    if name == "splat" or (name in irwarp.METHODS and name != "chang"):
+        return name, {}
+    raise ValueError(
+        f"unknown method {name!r}; expected 'splat', 'chang<N>' (e.g. 'chang4') or one of "
+        f"{', '.join(m for m in irwarp.METHODS if m != 'chang')}"
+    )
+
+
+def method_label(name: str) -> str:
+    """Human-readable method name for tables and legends (``"chang4"`` -> ``"chang N=4"``)."""
+    m = _CHANG.fullmatch(name)
+    return f"chang N={m.group(1)}" if m else name

@@ -124,23 +124,44 @@ def checker(flow: np.ndarray) -> np.ndarray:
     return np.where(outside, 0.5, img)
 
 
-def draw_maps(results, flows, methods, bound, wd: pc.Workdir) -> str:
+def _draw_grid(
+    results, flows, methods, wd, *, key, vmin, vmax, cmap, title, stat, label, suptitle, name
+):
+    """One heat map per (method, flow) of ``results[flow, method][key]``, with one colour bar."""
     fig = pc.new_figure(2.6 * len(flows) + 0.8, 2.5 * len(methods))
     axes = fig.subplots(len(methods), len(flows), squeeze=False)
     im = None
     for i, m in enumerate(methods):
         for j, f in enumerate(flows):
+            values = results[f, m][key]
             ax = axes[i][j]
-            amap = results[f, m]["map"]
-            im = ax.imshow(amap, cmap="RdBu_r", vmin=-bound, vmax=bound)
+            im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{f}: max |.| {np.nanmax(np.abs(amap)):.2f}", fontsize=8)
+            ax.set_title(f"{f}: {title} {stat(values):.2f}", fontsize=8)
             if j == 0:
                 ax.set_ylabel(pc.method_label(m))
-    fig.colorbar(im, ax=axes, shrink=0.8, label="neighbour correlation")
-    fig.suptitle("per-pixel spatial correlation (autocorr_map over the samples; white = 0)")
-    return wd.save_figure(fig, "autocorr_maps.png")
+    fig.colorbar(im, ax=axes, shrink=0.8, label=label)
+    fig.suptitle(suptitle)
+    return wd.save_figure(fig, name)
+
+
+def draw_maps(results, flows, methods, bound, wd: pc.Workdir) -> str:
+    return _draw_grid(
+        results,
+        flows,
+        methods,
+        wd,
+        key="map",
+        vmin=-bound,
+        vmax=bound,
+        cmap="RdBu_r",
+        title="max |.|",
+        stat=lambda v: np.nanmax(np.abs(v)),
+        label="neighbour correlation",
+        suptitle="per-pixel spatial correlation (autocorr_map over the samples; white = 0)",
+        name="autocorr_maps.png",
+    )
 
 
 def draw_noise(results, flows, methods, flow_arrays, wd: pc.Workdir) -> str:
@@ -162,22 +183,21 @@ def draw_noise(results, flows, methods, flow_arrays, wd: pc.Workdir) -> str:
 
 
 def draw_kept(results, flows, methods, wd: pc.Workdir) -> str:
-    fig = pc.new_figure(2.6 * len(flows) + 0.8, 2.5 * len(methods))
-    axes = fig.subplots(len(methods), len(flows), squeeze=False)
-    im = None
-    for i, m in enumerate(methods):
-        for j, f in enumerate(flows):
-            kept = results[f, m]["kept"]
-            ax = axes[i][j]
-            im = ax.imshow(kept, cmap="viridis", vmin=-0.2, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{f}: mean {np.nanmean(kept):.2f}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(pc.method_label(m))
-    fig.colorbar(im, ax=axes, shrink=0.8, label="corr(Y_d, X at psi(centre_d))")
-    fig.suptitle("per-pixel correlation with the old noise resampled along the flow (0 = fresh)")
-    return wd.save_figure(fig, "kept.png")
+    return _draw_grid(
+        results,
+        flows,
+        methods,
+        wd,
+        key="kept",
+        vmin=-0.2,
+        vmax=1.0,
+        cmap="viridis",
+        title="mean",
+        stat=np.nanmean,
+        label="corr(Y_d, X at psi(centre_d))",
+        suptitle="per-pixel correlation with the old noise resampled along the flow (0 = fresh)",
+        name="kept.png",
+    )
 
 
 def draw_failsafe(results, flows, methods, wd: pc.Workdir) -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -23,32 +22,8 @@ import numpy as np
 import irwarp
 from experiments import common
 
-# Method names of the experiments: irwarp.METHODS, "splat" (irwarp.warp_forward) and "chang<N>"
-# (irwarp.warp(method="chang", upsample=N)).
-_CHANG = re.compile(r"chang(\d+)")
-
-
-def parse_method(name: str) -> tuple[str, dict]:
-    """``"chang4"`` -> ``("chang", {"upsample": 4})``; ``"grid"`` -> ``("grid", {})``; also "splat".
-
-    Raises:
-      ValueError: for a name that is neither ``"splat"``, ``"chang<N>"`` nor in ``irwarp.METHODS``.
-    """
-    m = _CHANG.fullmatch(name)
-    if m:
-        return "chang", {"upsample": int(m.group(1))}
-    if name == "splat" or (name in irwarp.METHODS and name != "chang"):
-        return name, {}
-    raise ValueError(
-        f"unknown method {name!r}; expected 'splat', 'chang<N>' (e.g. 'chang4') or one of "
-        f"{', '.join(m for m in irwarp.METHODS if m != 'chang')}"
-    )
-
-
-def method_label(name: str) -> str:
-    """Human-readable method name for tables and legends (``"chang4"`` -> ``"chang N=4"``)."""
-    m = _CHANG.fullmatch(name)
-    return f"chang N={m.group(1)}" if m else name
+parse_method = common.parse_method
+method_label = common.method_label
 
 
 @functools.cache

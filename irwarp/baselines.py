@@ -23,7 +23,6 @@ __all__ = [
     "nearest_warp",
     "bilinear_warp",
     "chang_warp",
-    "check_chang_options",
 ]
 
 
@@ -68,12 +67,6 @@ def bilinear_warp(key: jax.Array, x: jax.Array, flow: jax.Array) -> jax.Array:
     px, py, inside = _targets(flow)
     fresh = jax.random.normal(key, x.shape, jnp.float32)
     return jnp.where(inside[..., None], _sampling.sample_bilinear(x, px, py), fresh)
-
-
-def check_chang_options(upsample: int = 4, capacity: int = 3) -> None:
-    """Validate Chang et al. options; raises ``ValueError`` for ``upsample < 1`` or bad capacity."""
-    _check_int_option("upsample", upsample, 1)
-    _check_int_option("capacity", capacity, 2)
 
 
 def _edge(ax, ay, bx, by, px, py):

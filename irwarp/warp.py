@@ -256,8 +256,6 @@ def warp(
     fn = _check_method(method, options)
     noise = _check_noise(noise)
     flow = _check_flow_for(noise, flow)
-    if method == "chang":
-        baselines.check_chang_options(**options)
     return _dispatch(key, noise, flow, fn, options)
 
 
@@ -309,7 +307,7 @@ def warp_sequence(
     if method == "splat":
         if options:
             raise ValueError(f"method 'splat' takes no options; got {sorted(options)}")
-        step = functools.partial(warp_forward)
+        step = warp_forward
     else:
         _check_method(method, options)
         step = functools.partial(warp, method=method, **options)
