@@ -1,6 +1,7 @@
 """Speed and memory benchmark of every warp method against ``jax.random.normal``.
 
-Run (about 8 minutes on a busy 2-core CPU, a third of it in chang4/chang8 at 1024x1024):
+Run (about 10 minutes on a busy 2-core CPU, a third of it in chang4/chang8 at 1024x1024 and about
+1.5 minutes in the volume rows, 64^3 and 128^3 with 4 channels):
 
     python -m experiments.bench --config=configs/bench.py --workdir=/tmp/bench
 
@@ -60,12 +61,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Methods whose record construction and apply_record are also timed separately (grid,
     # particle, splat only); written as a second table.
     config.split_methods = ("grid", "particle", "splat")
+    # Volumes (D, H, W, C) for the 3D rows ("4 x 64^3" = a 64^3 volume with 4 channels).
+    config.volume_shapes = ((64, 64, 64, 4), (128, 128, 128, 4))
+    # 3D methods: "particle" (irwarp.warp with the 3D backward flow) and "splat"
+    # (irwarp.warp_forward with the forward flow of the same motion).
+    config.volume_methods = ("particle", "splat")
+    # Rotation axis (ax, ay, az) of the 3D "rotation" flow (its angle is angle_deg).
+    config.volume_axis = (1.0, 2.0, 2.0)
+    # Translation (dx, dy, dz) in voxels of the 3D flows (fractional on purpose).
+    config.volume_shift = (0.37, -0.21, 0.13)
     # Seed of the noise, the warp keys and nothing else (the flow is deterministic).
     config.seed = 0
 
     if arg == "small":
         # One tiny non-square shape: compile time dominates, so more shapes would cost ~25 s each.
         config.shapes = ((16, 24, 2),)
+        # One tiny non-cubic volume, particle only (the 3D code path, ~3 s of compilation).
+        config.volume_shapes = ((6, 7, 8, 2),)
+        config.volume_methods = ("particle",)
         config.warmup = 1
         config.repeats = 3
         config.min_repeats = 1

@@ -9,9 +9,15 @@ in ms per frame and as a ratio to ``jax.random.normal(key, (H, W, C))`` timed th
 same run. For the partition-record methods, record construction and ``apply_record`` are also
 timed separately.
 
+Volumes: for each shape ``(D, H, W, C)`` of ``config.volume_shapes`` the 3D warps of
+``config.volume_methods`` (``"particle"``: ``irwarp.warp`` with a 3D backward flow; ``"splat"``:
+``irwarp.warp_forward`` with the forward flow of the same motion) are timed the same way, as a
+ratio to ``jax.random.normal(key, (D, H, W, C))`` timed just before each of them.
+
 Writes to the workdir: ``config.json`` (resolved config), ``bench.jsonl`` (one JSON line per row of
-the main table), ``split.jsonl`` (record vs apply rows) and ``bench.md`` (both tables under a header
-naming the hardware). The main table is also printed to stdout.
+the main table), ``split.jsonl`` (record vs apply rows), ``bench3d.jsonl`` (volume rows) and
+``bench.md`` (the tables under a header naming the hardware). The main table is also printed to
+stdout.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from ml_collections import config_flags
 
 import irwarp
 from experiments import common
+from irwarp import flows3d
+from irwarp.warp import METHODS3D
 
 FLAGS = flags.FLAGS
 
@@ -46,6 +54,7 @@ COLUMNS = (
     "XLA temp MB",
     "note",
 )
+VOLUME_COLUMNS = ("method", "D x H x W x C") + COLUMNS[2:]
 SPLIT_COLUMNS = (
     "method",
     "H x W x C",
@@ -97,6 +106,57 @@ def synthetic_flows(
     a_inv = np.linalg.inv(a)
     back = irwarp.flows.affine(h, w, a, offset=t)
     fwd = irwarp.flows.affine(h, w, a_inv, offset=-(a_inv @ np.asarray(t)))
+    return back, fwd
+
+
+def synthetic_flows3d(
+    name: str,
+    d: int,
+    h: int,
+    w: int,
+    *,
+    axis: Sequence[float],
+    angle_deg: float,
+    zoom: float,
+    shift: Sequence[float],
+) -> tuple[jax.Array, jax.Array]:
+    """Backward and forward flows ``(D, H, W, 3)`` of a rigid 3D motion, at voxel centres.
+
+    As :func:`synthetic_flows` in 3D: ``psi(p) = c + A (p - c) + t`` with ``c`` the volume centre,
+    ``A = R(axis, angle) / zoom`` (``R`` the right-hand rotation) and ``t = shift``; the forward
+    flow is that of ``phi(q) = c + A^{-1} (q - c - t)``.
+
+    Args:
+      name: ``"rotation"``, ``"translation"``, ``"zoom"`` or ``"identity"``.
+      d, h, w: volume size.
+      axis: rotation axis ``(ax, ay, az)`` (``"rotation"`` only).
+      angle_deg: rotation angle (``"rotation"`` only).
+      zoom: scale factor (``"zoom"`` only).
+      shift: ``(dx, dy, dz)`` translation in voxels (all but ``"identity"``).
+
+    Returns:
+      ``(backward_flow, forward_flow)``, float32 ``(D, H, W, 3)`` each.
+    """
+    theta, scale, t = 0.0, 1.0, np.asarray([float(s) for s in shift], np.float64)
+    if name == "rotation":
+        theta = math.radians(angle_deg)
+    elif name == "zoom":
+        scale = float(zoom)
+    elif name == "identity":
+        t = np.zeros(3)
+    elif name != "translation":
+        raise ValueError(
+            f"unknown flow {name!r}; known: 'rotation', 'translation', 'zoom', 'identity'"
+        )
+    u = np.asarray(axis, np.float64)
+    u = u / np.linalg.norm(u)
+    cross = np.array([[0.0, -u[2], u[1]], [u[2], 0.0, -u[0]], [-u[1], u[0], 0.0]])
+    rot = math.cos(theta) * np.eye(3) + math.sin(theta) * cross
+    rot = rot + (1.0 - math.cos(theta)) * np.outer(u, u)
+    a = rot / scale
+    a_inv = np.linalg.inv(a)
+    back = flows3d.affine3d(d, h, w, a, offset=t)
+    fwd = flows3d.affine3d(d, h, w, a_inv, offset=-(a_inv @ t))
     return back, fwd
 
 
@@ -395,6 +455,89 @@ def _bench_shape(
         )
 
 
+def make_warp3d(method: str) -> Callable:
+    """``f(key, noise, backward_flow, forward_flow) -> warped volume`` for a 3D method name."""
+    if method == "splat":
+        return lambda key, x, bflow, fflow: irwarp.warp_forward(key, x, fflow)
+    if method in METHODS3D:
+        return lambda key, x, bflow, fflow: irwarp.warp(key, x, bflow, method=method)
+    known = ", ".join(METHODS3D + ("splat",))
+    raise ValueError(f"unknown 3D benchmark method {method!r}; known: {known}")
+
+
+def _bench_volume(config, shape, k_noise, k_warp, hw, timing, emit: Callable[[str, dict], None]):
+    """Times one volume shape ``(D, H, W, C)``; rows go to ``emit("volume", row)``."""
+    d, h, w, c = shape
+    sstr = _shape_str(shape)
+    bflow, fflow = synthetic_flows3d(
+        config.flow,
+        d,
+        h,
+        w,
+        axis=config.volume_axis,
+        angle_deg=config.angle_deg,
+        zoom=config.zoom,
+        shift=config.volume_shift,
+    )
+    noise = jax.random.normal(k_noise, shape, jnp.float32)
+    base = dict(shape=list(shape), shape_str=sstr, flow=config.flow, **hw)
+    ref = jax.jit(lambda k: jax.random.normal(k, shape, jnp.float32))
+    ref_c, comp_s, temp_mb = compile_fn(ref, (k_warp,))
+    t = time_calls(ref_c, (k_warp,), **timing)
+    ref_s = t.median
+    emit(
+        "volume",
+        dict(
+            base,
+            method=REFERENCE,
+            compile_s=comp_s,
+            median_ms=1e3 * t.median,
+            min_ms=1e3 * t.minimum,
+            ratio=1.0,
+            ratio_to_first_normal=1.0,
+            xla_temp_mb=temp_mb,
+            repeats=t.repeats,
+            device_peak_mb=device_peak_mb(),
+            note=t.note or "reference",
+        ),
+    )
+    logging.info("%-13s %s: median %.3f ms, n=%d", REFERENCE, sstr, 1e3 * t.median, t.repeats)
+    for method in config.volume_methods:
+        fn = make_warp3d(method)
+        args = (k_warp, noise, bflow, fflow)
+        compiled, comp_s, temp_mb = compile_fn(fn, args)
+        ref_s_here = time_calls(ref_c, (k_warp,), **timing).median
+        t = time_calls(compiled, args, **timing)
+        emit(
+            "volume",
+            dict(
+                base,
+                method=method,
+                compile_s=comp_s,
+                median_ms=1e3 * t.median,
+                min_ms=1e3 * t.minimum,
+                ratio=t.median / ref_s_here,
+                ratio_to_first_normal=t.median / ref_s,
+                normal_ms=1e3 * ref_s_here,
+                xla_temp_mb=temp_mb,
+                repeats=t.repeats,
+                device_peak_mb=device_peak_mb(),
+                note=t.note,
+            ),
+        )
+        logging.info(
+            "%-13s %s: compile %.2f s, median %.3f ms (x%.1f normal), XLA temp %.1f MB, n=%d %s",
+            method,
+            sstr,
+            comp_s,
+            1e3 * t.median,
+            t.median / ref_s_here,
+            temp_mb,
+            t.repeats,
+            t.note,
+        )
+
+
 def run(config, workdir: str, command: str | None = None) -> list[dict]:
     """Runs the benchmark of ``config`` and writes its outputs into ``workdir``.
 
@@ -422,12 +565,13 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
     )
     key = jax.random.key(config.seed)
     k_noise, k_warp = jax.random.split(key)
-    tables: dict[str, list[dict]] = {"main": [], "split": []}
+    tables: dict[str, list[dict]] = {"main": [], "split": [], "volume": []}
     with (
         open(os.path.join(workdir, "bench.jsonl"), "w") as main_out,
         open(os.path.join(workdir, "split.jsonl"), "w") as split_out,
+        open(os.path.join(workdir, "bench3d.jsonl"), "w") as volume_out,
     ):
-        outs = {"main": main_out, "split": split_out}
+        outs = {"main": main_out, "split": split_out, "volume": volume_out}
 
         def emit(table: str, row: dict) -> None:
             tables[table].append(row)
@@ -437,6 +581,9 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
         for hwc in config.shapes:
             shape = tuple(int(s) for s in hwc)
             _bench_shape(config, shape, k_noise, k_warp, hw, timing, skip, emit)
+        for dhwc in config.volume_shapes:
+            shape = tuple(int(s) for s in dhwc)
+            _bench_volume(config, shape, k_noise, k_warp, hw, timing, emit)
     rows, split_rows = tables["main"], tables["split"]
 
     table = markdown_table(COLUMNS, [_main_cells(r) for r in rows])
@@ -472,20 +619,38 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
             ),
         ]
     )
-    md = "\n".join(
-        [
-            header,
+    parts = [
+        header,
+        "",
+        table,
+        "",
+        "## Record construction vs apply_record",
+        "",
+        "Each part jitted and timed on its own; full warp ms is from the table above.",
+        "",
+        split_table,
+        "",
+    ]
+    if tables["volume"]:
+        shift3 = tuple(config.volume_shift)
+        volume_desc = {
+            "rotation": f"rotation by {config.angle_deg} deg about the axis "
+            f"{tuple(config.volume_axis)} through the centre + shift {shift3} voxels",
+            "translation": f"shift {shift3} voxels",
+            "zoom": f"zoom x{config.zoom} about the centre + shift {shift3} voxels",
+            "identity": "identity",
+        }[config.flow]
+        volume_table = markdown_table(VOLUME_COLUMNS, [_main_cells(r) for r in tables["volume"]])
+        parts += [
+            "## Volumes (3D warping)",
             "",
-            table,
+            f"Noise `(D, H, W, C)`, one volume per call; flow: {volume_desc}. Ratio: to "
+            f"`{REFERENCE}` of the same `(D, H, W, C)` timed just before each row.",
             "",
-            "## Record construction vs apply_record",
-            "",
-            "Each part jitted and timed on its own; full warp ms is from the table above.",
-            "",
-            split_table,
+            volume_table,
             "",
         ]
-    )
+    md = "\n".join(parts)
     with open(os.path.join(workdir, "bench.md"), "w") as f:
         f.write(md)
     print(table)

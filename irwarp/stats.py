@@ -9,7 +9,11 @@ the flow. The functions here measure both:
   :func:`max_cross_channel_corr`, :func:`radial_power_spectrum`;
 - temporal coherence: :func:`temporal_correlation`;
 - a results-table row and pass/fail checks with tolerances derived from the sample size:
-  :func:`summary`, :func:`whiteness_checks` (and :func:`whiteness_tolerances`).
+  :func:`summary`, :func:`whiteness_checks` (and :func:`whiteness_tolerances`);
+- volumes ``(..., D, H, W, C)`` (3D warps): :func:`autocorr3d` (along x, y and z),
+  :func:`radial_power_spectrum3d`, :func:`temporal_correlation3d`, :func:`summary3d`,
+  :func:`whiteness_checks3d` and :func:`whiteness_tolerances3d`. The rank-agnostic
+  :func:`moments`, :func:`ks_normal` and :func:`cross_channel_corr` serve volumes as they are.
 
 Noise is channels-last ``(..., H, W, C)``; every leading dimension (batch ``B``, frames ``T``)
 is pooled as more samples. Flow is backward flow ``(H, W, 2)`` with vectors ``(dx, dy)``: pixel
@@ -38,24 +42,33 @@ import jax.numpy as jnp
 from jax.scipy.stats import norm
 
 from irwarp._sampling import pixel_centres, sample_bilinear, sanitize_flow
+from irwarp.flows3d import sample_trilinear, voxel_centres
+from irwarp.records3d import sanitize_flow3d
 
 __all__ = [
     "autocorr",
+    "autocorr3d",
     "autocorr_map",
     "cross_channel_corr",
     "ks_normal",
     "max_cross_channel_corr",
     "moments",
     "radial_power_spectrum",
+    "radial_power_spectrum3d",
     "summary",
+    "summary3d",
     "temporal_correlation",
+    "temporal_correlation3d",
     "whiteness_checks",
+    "whiteness_checks3d",
     "whiteness_tolerances",
+    "whiteness_tolerances3d",
 ]
 
 _KS_TERMS = 16  # terms of the Kolmogorov series; both forms below converge to < 1e-30 by then
 _KS_SWITCH = 1.18  # lambda at which the two series forms are switched (both are accurate there)
 _MODES = ("bilinear", "nearest")
+_MODES3D = ("trilinear", "nearest")
 
 
 # --------------------------------------------------------------------------------------------
@@ -589,6 +602,274 @@ def whiteness_checks(x: jax.Array, num_se: float = 5.0, ks_alpha: float = 1e-3) 
         "var": abs(row["var"] - 1.0) <= tol["var"],
         "ac_x": abs(row["ac_x"]) <= tol["ac_x"],
         "ac_y": abs(row["ac_y"]) <= tol["ac_y"],
+        "max_cross": row["max_cross"] <= tol["max_cross"],
+        "ks": row["ks_p"] > tol["ks_p"],
+    }
+    checks["all"] = all(checks.values())
+    return checks
+
+
+# --------------------------------------------------------------------------------------------
+# Volumes (3D warps): noise (..., D, H, W, C), flow (D, H, W, 3) with vectors (dx, dy, dz).
+# --------------------------------------------------------------------------------------------
+
+
+def _check_volume(x: jax.Array, name: str = "x") -> jax.Array:
+    """Validates ``(..., D, H, W, C)`` floating noise and returns it as float32."""
+    x = jnp.asarray(x)
+    if x.ndim < 4:
+        raise ValueError(
+            f"{name} must be a volume of shape (..., D, H, W, C) (rank >= 4); got shape "
+            f"{x.shape} (rank {x.ndim})"
+        )
+    return _check_noise(x, name)
+
+
+@functools.partial(jax.jit, static_argnames=("lag",))
+def autocorr3d(x: jax.Array, lag: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Spatial autocorrelation of volumes at ``lag`` along x (columns), y (rows) and z (depth).
+
+    ``corr_z = Pearson(x[..., k, i, j, c], x[..., k + lag, i, j, c])`` over all pairs inside the
+    volume, all leading dims and channels (likewise ``corr_x``, ``corr_y`` as in
+    :func:`autocorr`). For white noise each is ~N(0, 1/n_pairs), e.g.
+    ``n_pairs = L (D - lag) H W C`` for ``corr_z``.
+
+    Args:
+      x: noise ``(..., D, H, W, C)``, any float dtype.
+      lag: static shift in voxels, ``1 <= lag < min(D, H, W)``.
+
+    Returns:
+      ``(corr_x, corr_y, corr_z)``: float32 scalars.
+
+    Raises:
+      ValueError: if ``x`` has rank < 4 or is not floating point, or ``lag`` is out of range.
+    """
+    x = _check_volume(x)
+    d, h, w = x.shape[-4:-1]
+    _check_lag(lag, w, "W", x.shape)
+    _check_lag(lag, h, "H", x.shape)
+    _check_lag(lag, d, "D", x.shape)
+    corr_x = _pearson(x[..., :, :, :-lag, :], x[..., :, :, lag:, :])
+    corr_y = _pearson(x[..., :, :-lag, :, :], x[..., :, lag:, :, :])
+    corr_z = _pearson(x[..., :-lag, :, :, :], x[..., lag:, :, :, :])
+    return corr_x, corr_y, corr_z
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins",))
+def radial_power_spectrum3d(
+    x: jax.Array, num_bins: int | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Radially averaged 3D power spectrum of volumes, normalised so white N(0, 1) noise gives ~1.
+
+    ``P(k) = |FFT3(x)[k]|^2 / (D H W)`` per volume and channel, averaged over leading dims,
+    channels and the frequencies whose radius ``|k|`` (cycles per voxel) falls in each of
+    ``num_bins`` equal bins of ``[0, 0.5]``; frequencies with ``|k| > 0.5`` are left out. For white
+    noise ``E P(k) = 1`` everywhere. An empty bin is NaN.
+
+    Args:
+      x: noise ``(..., D, H, W, C)``, any float dtype.
+      num_bins: static number of bins; default ``max(min(D, H, W) // 2, 1)``.
+
+    Returns:
+      ``(freqs, power)``: float32 ``(num_bins,)`` bin centres and mean power per bin.
+
+    Raises:
+      ValueError: if ``x`` has rank < 4 or is not floating point, or ``num_bins`` < 1.
+    """
+    x = _check_volume(x)
+    d, h, w = x.shape[-4:-1]
+    if num_bins is None:
+        num_bins = max(min(d, h, w) // 2, 1)
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f"num_bins must be a static Python int >= 1; got {num_bins!r}")
+    n = d * h * w
+    spectrum = jnp.fft.fftn(x, axes=(-4, -3, -2))
+    power = jnp.mean(jnp.abs(spectrum) ** 2 / n, axis=-1)
+    power = jnp.mean(power.reshape((-1, d, h, w)), axis=0)
+    fz = jnp.fft.fftfreq(d).astype(jnp.float32)
+    fy = jnp.fft.fftfreq(h).astype(jnp.float32)
+    fx = jnp.fft.fftfreq(w).astype(jnp.float32)
+    radius = jnp.sqrt(fz[:, None, None] ** 2 + fy[None, :, None] ** 2 + fx[None, None, :] ** 2)
+    index = jnp.minimum(jnp.floor(radius * (2.0 * num_bins)).astype(jnp.int32), num_bins - 1)
+    index = jnp.where(radius > 0.5, num_bins, index).reshape(-1)
+    freqs = (jnp.arange(num_bins, dtype=jnp.float32) + 0.5) * (0.5 / num_bins)
+    total = jax.ops.segment_sum(power.reshape(-1), index, num_segments=num_bins + 1)
+    count = jax.ops.segment_sum(jnp.ones((n,), jnp.float32), index, num_segments=num_bins + 1)
+    return freqs, total[:num_bins] / count[:num_bins]
+
+
+@functools.partial(jax.jit, static_argnames=("mode",))
+def temporal_correlation3d(
+    prev: jax.Array,
+    cur: jax.Array,
+    flow: jax.Array,
+    *,
+    mode: str = "trilinear",
+    mask: jax.Array | None = None,
+) -> jax.Array:
+    """Pearson correlation between ``cur`` and ``prev`` resampled along a 3D backward flow.
+
+    ``rho = Pearson(cur[..., d, c], prev(psi(centre_d))[..., c])`` with
+    ``psi(centre_d) = centre_d + flow[d]``, pooled over valid voxels, leading dims and channels.
+    ``prev(p)`` is the trilinear interpolation between voxel centres (``"trilinear"``, clamped to
+    the edge) or the value of the voxel containing ``p`` (``"nearest"``). A voxel is excluded when
+    its flow is non-finite, ``psi(centre_d)`` falls outside ``[0, W) x [0, H) x [0, D)``, or
+    ``mask`` is False there. An exact warp gives 1 for integer translations; as in 2D, fractional
+    motion lowers the value (trilinear resampling lowers the variance of ``prev``).
+
+    Args:
+      prev: frame ``t`` noise ``(..., D, H, W, C)``, any float dtype.
+      cur: frame ``t+1`` noise, same shape.
+      flow: backward flow of frame ``t+1``, ``(D, H, W, 3)``, vectors ``(dx, dy, dz)``.
+      mode: static, ``"trilinear"`` or ``"nearest"``.
+      mask: optional ``(D, H, W)`` boolean; voxels where it is False are excluded.
+
+    Returns:
+      float32 scalar in ``[-1, 1]``; NaN when no voxel is valid or a side is constant.
+
+    Raises:
+      ValueError: on rank < 4 or non-float noise, mismatched shapes, a flow that is not
+        ``(D, H, W, 3)``, a mask that is not ``(D, H, W)`` or an unknown ``mode``.
+    """
+    prev = _check_volume(prev, "prev")
+    cur = _check_volume(cur, "cur")
+    if prev.shape != cur.shape:
+        raise ValueError(
+            f"prev and cur must have the same shape (..., D, H, W, C); got prev {prev.shape} "
+            f"and cur {cur.shape}"
+        )
+    d, h, w, c = prev.shape[-4:]
+    flow = jnp.asarray(flow)
+    if flow.shape != (d, h, w, 3):
+        raise ValueError(
+            f"flow must have shape (D, H, W, 3) = {(d, h, w, 3)} to match noise {prev.shape}; "
+            f"got {flow.shape}"
+        )
+    if mode not in _MODES3D:
+        raise ValueError(f"mode must be one of {_MODES3D}; got {mode!r}")
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != (d, h, w):
+            raise ValueError(
+                f"mask must have shape (D, H, W) = {(d, h, w)} to match noise {prev.shape}; got "
+                f"{mask.shape}"
+            )
+    flow = sanitize_flow3d(flow)
+    cx, cy, cz = voxel_centres(d, h, w)
+    px, py, pz = cx + flow[..., 0], cy + flow[..., 1], cz + flow[..., 2]
+    valid = jnp.isfinite(px) & jnp.isfinite(py) & jnp.isfinite(pz)
+    valid &= (px >= 0.0) & (px < w) & (py >= 0.0) & (py < h) & (pz >= 0.0) & (pz < d)
+    if mask is not None:
+        valid &= mask.astype(bool)
+    px, py, pz = (jnp.where(valid, p, 0.5) for p in (px, py, pz))
+
+    prev = prev.reshape((-1, d, h, w, c))
+    cur = cur.reshape((-1, d, h, w, c))
+    num = prev.shape[0]
+    if mode == "trilinear":
+        field = jnp.transpose(prev, (1, 2, 3, 0, 4)).reshape(d, h, w, num * c)
+        warped = sample_trilinear(field, px, py, pz).reshape(d, h, w, num, c)
+        warped = jnp.transpose(warped, (3, 0, 1, 2, 4))
+    else:
+        cols = jnp.clip(jnp.floor(px).astype(jnp.int32), 0, w - 1)
+        rows = jnp.clip(jnp.floor(py).astype(jnp.int32), 0, h - 1)
+        deps = jnp.clip(jnp.floor(pz).astype(jnp.int32), 0, d - 1)
+        warped = prev[:, deps, rows, cols, :]
+    weight = jnp.broadcast_to(valid[None, ..., None], cur.shape).astype(jnp.float32)
+    return _pearson(cur, warped, weight)
+
+
+def summary3d(x: jax.Array) -> dict[str, float]:
+    """One results-table row for volumes: :func:`summary`'s keys plus ``ac_z``.
+
+    Keys: ``mean``, ``var``, ``ks``, ``ks_p``, ``ac_x``, ``ac_y``, ``ac_z`` (:func:`autocorr3d`
+    at lag 1) and ``max_cross``.
+
+    Args:
+      x: noise ``(..., D, H, W, C)`` with ``D, H, W >= 2``, any float dtype.
+
+    Returns:
+      Dict of Python floats (not jit-able).
+
+    Raises:
+      ValueError: if ``x`` has rank < 4, is not floating point, or ``D``, ``H`` or ``W`` is < 2.
+    """
+    x = _check_volume(x)
+    mom = moments(x)
+    ks, ks_p = ks_normal(x)
+    ac_x, ac_y, ac_z = autocorr3d(x, 1)
+    return {
+        "mean": float(mom["mean"]),
+        "var": float(mom["var"]),
+        "ks": float(ks),
+        "ks_p": float(ks_p),
+        "ac_x": float(ac_x),
+        "ac_y": float(ac_y),
+        "ac_z": float(ac_z),
+        "max_cross": float(max_cross_channel_corr(x)),
+    }
+
+
+def whiteness_tolerances3d(
+    shape: tuple[int, ...], num_se: float = 5.0, ks_alpha: float = 1e-3
+) -> dict[str, float]:
+    """Tolerances of :func:`whiteness_checks3d` for volumes of ``shape`` ``(..., D, H, W, C)``.
+
+    The derivations of :func:`whiteness_tolerances`, with the depth axis as one more leading
+    sample axis for ``mean``, ``var``, ``ac_x``, ``ac_y``, ``max_cross`` and ``ks_p``, plus
+    ``ac_z``: ``num_se / sqrt(L (D - 1) H W C)``.
+
+    Args:
+      shape: static shape ``(..., D, H, W, C)``, rank >= 4.
+      num_se: number of standard errors allowed.
+      ks_alpha: smallest acceptable KS p-value.
+
+    Returns:
+      Dict of Python floats ``mean``, ``var``, ``ac_x``, ``ac_y``, ``ac_z``, ``max_cross``,
+      ``ks_p``.
+
+    Raises:
+      ValueError: if ``shape`` has rank < 4.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 4:
+        raise ValueError(f"shape must be (..., D, H, W, C) (rank >= 4); got {shape}")
+    tol = whiteness_tolerances(shape, num_se, ks_alpha)
+    d, h, w, c = shape[-4:]
+    leading = math.prod(shape[:-4])
+    tol["ac_z"] = num_se / math.sqrt(max(leading * (d - 1) * h * w * c, 1))
+    return tol
+
+
+def whiteness_checks3d(
+    x: jax.Array, num_se: float = 5.0, ks_alpha: float = 1e-3
+) -> dict[str, bool]:
+    """Pass/fail checks that a volume looks i.i.d. N(0, 1), tolerances from the sample size.
+
+    :func:`whiteness_checks` plus ``ac_z``: ``|corr_z| <= num_se / sqrt(n_pairs_z)``. See
+    :func:`whiteness_tolerances3d`.
+
+    Args:
+      x: noise ``(..., D, H, W, C)`` with ``D, H, W >= 2``, any float dtype.
+      num_se: number of standard errors allowed per check (default 5).
+      ks_alpha: smallest acceptable KS p-value (default 1e-3).
+
+    Returns:
+      Dict of Python bools ``mean``, ``var``, ``ac_x``, ``ac_y``, ``ac_z``, ``max_cross``, ``ks``
+      and ``all``. A NaN statistic fails its check.
+
+    Raises:
+      ValueError: if ``x`` has rank < 4, is not floating point, or ``D``, ``H`` or ``W`` is < 2.
+    """
+    x = _check_volume(x)
+    row = summary3d(x)
+    tol = whiteness_tolerances3d(x.shape, num_se, ks_alpha)
+    checks = {
+        "mean": abs(row["mean"]) <= tol["mean"],
+        "var": abs(row["var"] - 1.0) <= tol["var"],
+        "ac_x": abs(row["ac_x"]) <= tol["ac_x"],
+        "ac_y": abs(row["ac_y"]) <= tol["ac_y"],
+        "ac_z": abs(row["ac_z"]) <= tol["ac_z"],
         "max_cross": row["max_cross"] <= tol["max_cross"],
         "ks": row["ks_p"] > tol["ks_p"],
     }

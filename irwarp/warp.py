@@ -1,5 +1,10 @@
 """Noise warping: applying partition records and the public ``warp`` entry points.
 
+Images ``(..., H, W, C)`` with 2D flows ``(..., H, W, 2)`` and volumes ``(..., D, H, W, C)``
+with 3D flows ``(..., D, H, W, 3)`` go through the same entry points: the flow's last axis
+(2 or 3) says which. In 3D, :func:`warp` supports ``method="particle"`` and
+:func:`warp_forward` the splat (:mod:`irwarp.records3d`).
+
 All randomness of irwarp lives here (and in :mod:`irwarp.bridge` / :mod:`irwarp.baselines`). The
 warp of noise ``X`` by a record is ``Y_d = sum_s inc_ds / sqrt(A_d)`` where ``inc_ds`` are Brownian
 bridge increments of ``X_s`` over the pieces of cell ``s`` and ``A_d = sum_s a_ds``; pixels with
@@ -13,15 +18,16 @@ References:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from irwarp import baselines, records
+from irwarp import baselines, records, records3d, sheet
 from irwarp.records import PartitionRecord
 
-__all__ = ["apply_record", "warp", "warp_forward", "warp_sequence", "METHODS"]
+__all__ = ["apply_record", "warp", "warp_forward", "warp_sequence", "METHODS", "METHODS3D"]
 
 # Unused remainders of a cell below this are treated as 0 (about 100 float32 ulps at 1).
 _REMAINDER_EPS = 1e-5
@@ -36,6 +42,10 @@ def _grid(key, x, flow, *, capacity=3, edge_points=2):
 
 def _particle(key, x, flow):
     return _apply_flat(key, x, records.particle_record(flow))
+
+
+def _particle3d(key, x, flow):
+    return _apply_flat(key, x, records3d.particle3d_record(flow))
 
 
 _METHODS: dict[str, Callable] = {
@@ -57,9 +67,24 @@ _OPTIONS: dict[str, frozenset[str]] = {
     "fixed": frozenset(),
     "fresh": frozenset(),
 }
+# Methods of warp() for volumes (3D flows); warp_forward() and warp_sequence(method="splat") splat.
+_METHODS3D: dict[str, Callable] = {"particle": _particle3d}
+METHODS3D: tuple[str, ...] = tuple(_METHODS3D)
 
 
-def _check_method(method: str, options: dict) -> Callable:
+def _check_method(method: str, options: dict, nd: int = 2) -> Callable:
+    if nd == 3:
+        if method not in _METHODS3D:
+            raise ValueError(
+                f"method {method!r} is not supported for volumes (a flow whose last axis is 3); "
+                f"supported in 3D: {', '.join(METHODS3D)} (and 'splat' via warp_forward / "
+                "warp_sequence)"
+            )
+        if options:
+            raise ValueError(
+                f"unknown option(s) {sorted(options)} for method {method!r} in 3D; allowed: none"
+            )
+        return _METHODS3D[method]
     if method not in _METHODS:
         raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
     unknown = set(options) - _OPTIONS[method]
@@ -71,26 +96,38 @@ def _check_method(method: str, options: dict) -> Callable:
     return _METHODS[method]
 
 
-def _check_noise(noise: jax.Array) -> jax.Array:
+def _check_noise(noise: jax.Array, nd: int = 2) -> jax.Array:
     noise = jnp.asarray(noise)
-    if noise.ndim < 3:
-        raise ValueError(f"noise must have shape (..., H, W, C); got {noise.shape}")
+    if noise.ndim < nd + 1:
+        want = "(..., H, W, C)" if nd == 2 else "(..., D, H, W, C) for a 3D flow"
+        raise ValueError(f"noise must have shape {want}; got {noise.shape}")
     if not jnp.issubdtype(noise.dtype, jnp.floating):
         raise ValueError(f"noise must be a floating-point array; got dtype {noise.dtype}")
     return noise
 
 
 def _check_flow_for(noise: jax.Array, flow: jax.Array, name: str = "flow") -> jax.Array:
+    """Validates a 2D ``(..., H, W, 2)`` or 3D ``(..., D, H, W, 3)`` flow against the noise.
+
+    The flow's last axis says how many spatial axes there are (``nd``); after this check
+    ``flow.shape[-1] == nd`` and the noise has at least ``nd + 1`` axes.
+    """
     flow = jnp.asarray(flow)
-    if flow.ndim < 3 or flow.shape[-1] != 2:
-        raise ValueError(f"{name} must have shape (H, W, 2) or (..., H, W, 2); got {flow.shape}")
+    nd = 3 if flow.ndim >= 1 and flow.shape[-1] == 3 else 2
+    if flow.ndim < nd + 1 or flow.shape[-1] != nd:
+        raise ValueError(
+            f"{name} must have shape (H, W, 2) or (..., H, W, 2) for images, or (D, H, W, 3) or "
+            f"(..., D, H, W, 3) for volumes; got {flow.shape}"
+        )
     if jnp.issubdtype(flow.dtype, jnp.complexfloating) or flow.dtype == jnp.bool_:
         raise ValueError(f"{name} must be real-valued; got dtype {flow.dtype}")
-    if flow.shape[-3:-1] != noise.shape[-3:-1]:
+    _check_noise(noise, nd)
+    grid = "(H, W)" if nd == 2 else "(D, H, W)"
+    if flow.shape[-nd - 1 : -1] != noise.shape[-nd - 1 : -1]:
         raise ValueError(
-            f"{name} and noise must share (H, W); got {name} {flow.shape} and noise {noise.shape}"
+            f"{name} and noise must share {grid}; got {name} {flow.shape} and noise {noise.shape}"
         )
-    if flow.ndim > 3 and flow.shape[:-3] != noise.shape[:-3]:
+    if flow.ndim > nd + 1 and flow.shape[: -nd - 1] != noise.shape[: -nd - 1]:
         raise ValueError(
             f"a batched {name} must have the noise's leading dimensions; got {name} "
             f"{flow.shape} for noise {noise.shape}"
@@ -98,16 +135,19 @@ def _check_flow_for(noise: jax.Array, flow: jax.Array, name: str = "flow") -> ja
     return flow
 
 
-def _fold(noise: jax.Array) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
-    """``(..., H, W, C)`` -> float32 ``(H, W, L*C)`` and the inverse map back to the input dtype."""
+def _fold(noise: jax.Array, nd: int = 2) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
+    """``(..., *G, C)`` -> float32 ``(*G, L*C)`` and the inverse map back to the input dtype.
+
+    ``G`` is the grid: ``(H, W)`` for ``nd = 2``, ``(D, H, W)`` for ``nd = 3``.
+    """
     shape, dtype = noise.shape, noise.dtype
-    lead = shape[:-3]
-    h, w, c = shape[-3:]
-    x = noise.astype(jnp.float32).reshape((-1, h, w, c))
-    x = jnp.moveaxis(x, 0, 2).reshape(h, w, -1)
+    lead = shape[: -nd - 1]
+    grid, c = shape[-nd - 1 : -1], shape[-1]
+    x = noise.astype(jnp.float32).reshape((-1,) + grid + (c,))
+    x = jnp.moveaxis(x, 0, nd).reshape(grid + (-1,))
 
     def unfold(y: jax.Array) -> jax.Array:
-        y = jnp.moveaxis(y.reshape(h, w, -1, c), 2, 0).reshape(lead + (h, w, c))
+        y = jnp.moveaxis(y.reshape(grid + (-1, c)), nd, 0).reshape(lead + grid + (c,))
         return y.astype(dtype)
 
     return x, unfold
@@ -132,9 +172,11 @@ def _normals(key: jax.Array, m: int, f: int) -> jax.Array:
 
 
 def _apply_flat(key: jax.Array, x: jax.Array, record: PartitionRecord) -> jax.Array:
-    """Warp float32 noise ``(H, W, F)`` by ``record``; the Brownian-bridge scatter of section 2."""
-    h, w = record.shape
-    n = h * w
+    """Warp float32 noise ``(*G, F)`` by ``record`` (grid ``G = record.shape``, 2D or 3D).
+
+    The Brownian-bridge scatter of DESIGN.md section 2 over the ``prod(G)`` flat cells.
+    """
+    n = math.prod(record.shape)
     f = x.shape[-1]
     x = x.reshape(n, f)
     area = record.area[:, None]
@@ -153,7 +195,12 @@ def _apply_flat(key: jax.Array, x: jax.Array, record: PartitionRecord) -> jax.Ar
         remainder = jnp.where(remainder > _REMAINDER_EPS, remainder, 0.0)
         rest = jnp.sqrt(remainder)[:, None]
         s_sum = s_sum + rest * _normals(k_rest, n, f)
-    inc = area * x[record.src] + (z - area * s_sum[record.src])
+    x_src = x[record.src]
+    inc = area * x_src + (z - area * s_sum[record.src])
+    # A piece that is its whole cell (area 1) is exactly that cell's value. Under jit, XLA may
+    # evaluate z once inside the s_sum reduction and once here with different rounding, which
+    # would leave a 1-ulp residue and break the exact identity / integer shifts (DESIGN 4.1).
+    inc = jnp.where(area == 1.0, x_src, inc)
     if record.layout == "dst":
         y = inc.reshape(n, record.fanout, f).sum(1)
         a_dst = record.area.reshape(n, record.fanout).sum(1)
@@ -166,7 +213,7 @@ def _apply_flat(key: jax.Array, x: jax.Array, record: PartitionRecord) -> jax.Ar
         fresh = _normals(k_fresh, n, f)
     ok = (a_dst > 0)[:, None]
     y = jnp.where(ok, y / jnp.sqrt(jnp.where(ok, a_dst[:, None], 1.0)), fresh)
-    return y.reshape(h, w, f)
+    return y.reshape(tuple(record.shape) + (f,))
 
 
 def apply_record(key: jax.Array, noise: jax.Array, record: PartitionRecord) -> jax.Array:
@@ -175,51 +222,59 @@ def apply_record(key: jax.Array, noise: jax.Array, record: PartitionRecord) -> j
     ``Y_d = sum_s inc_ds / sqrt(A_d)`` with Brownian-bridge increments ``inc_ds`` of ``X_s``
     (order-free sampling, one ``segment_sum`` per side); fresh N(0, 1) where ``A_d = 0``. One record
     serves every channel and every leading (batch) dimension: they are folded into one feature axis
-    and each gets independent bridges from ``key``.
+    and each gets independent bridges from ``key``. A 3D record (``record.shape == (D, H, W)``,
+    from :mod:`irwarp.records3d`) warps volumes ``(..., D, H, W, C)`` the same way.
 
     Args:
       key: PRNG key (typed or legacy).
-      noise: ``(..., H, W, C)`` floating noise; computed in float32, returned in its dtype.
-      record: a :class:`~irwarp.records.PartitionRecord` for the grid ``(H, W)`` (unbatched;
-        ``jax.vmap`` over records for per-example flows).
+      noise: ``(..., H, W, C)`` floating noise, or ``(..., D, H, W, C)`` for a 3D record;
+        computed in float32, returned in its dtype.
+      record: a :class:`~irwarp.records.PartitionRecord` for the grid ``(H, W)`` or
+        ``(D, H, W)`` (unbatched; ``jax.vmap`` over records for per-example flows).
 
     Returns:
-      ``(..., H, W, C)`` warped noise.
+      Warped noise of the noise's shape.
 
     References:
       Deng et al. 2025 (arXiv:2411.01212); DESIGN.md section 2.
     """
-    noise = _check_noise(noise)
     if not isinstance(record, PartitionRecord):
         raise ValueError(f"record must be a PartitionRecord; got {type(record).__name__}")
+    nd = len(record.shape)
+    noise = _check_noise(noise, nd)
     if record.area.ndim != 1:
         raise ValueError(
             f"apply_record takes an unbatched record (area of shape (M,)); got {record.area.shape}"
             "; use jax.vmap for per-example records"
         )
-    if tuple(noise.shape[-3:-1]) != tuple(record.shape):
+    if tuple(noise.shape[-nd - 1 : -1]) != tuple(record.shape):
+        want = "(..., H, W, C)" if nd == 2 else "(..., D, H, W, C)"
         raise ValueError(
-            f"noise (..., H, W, C) must match the record's grid {record.shape}; got {noise.shape}"
+            f"noise {want} must match the record's grid {record.shape}; got {noise.shape}"
         )
-    x, unfold = _fold(noise)
+    x, unfold = _fold(noise, nd)
     return unfold(_apply_flat(key, x, record))
 
 
 def _dispatch(key, noise, flow, fn, options):
-    """Fold leading dims into features for a shared flow; vmap over them for a batched flow."""
-    if flow.ndim == 3:
-        x, unfold = _fold(noise)
+    """Fold leading dims into features for a shared flow; vmap over them for a batched flow.
+
+    ``nd = flow.shape[-1]`` spatial axes (2 or 3).
+    """
+    nd = flow.shape[-1]
+    if flow.ndim == nd + 1:
+        x, unfold = _fold(noise, nd)
         return unfold(fn(key, x, flow.astype(jnp.float32), **options))
-    lead = noise.shape[:-3]
+    lead = noise.shape[: -nd - 1]
     nb = 1
     for d in lead:
         nb *= d
     keys = jax.random.split(key, nb)
-    xs = noise.reshape((nb,) + noise.shape[-3:])
-    fs = flow.reshape((nb,) + flow.shape[-3:]).astype(jnp.float32)
+    xs = noise.reshape((nb,) + noise.shape[-nd - 1 :])
+    fs = flow.reshape((nb,) + flow.shape[-nd - 1 :]).astype(jnp.float32)
 
     def one(k, xi, fi):
-        x, unfold = _fold(xi)
+        x, unfold = _fold(xi, nd)
         return unfold(fn(k, x, fi, **options))
 
     return jax.vmap(one)(keys, xs, fs).reshape(noise.shape)
@@ -233,29 +288,38 @@ def warp(
     ``Y_d = W(psi(cell_d)) / sqrt(|psi(cell_d)|)`` where ``X_s = W(cell_s)`` and
     ``psi(p) = p + flow(p)`` maps frame ``t+1`` into frame ``t`` (DESIGN.md sections 1-3).
 
+    Volumes work the same way, one axis more: a flow whose last axis has length 3 is a 3D flow
+    ``(dx, dy, dz)`` over voxels ``(k, i, j)`` (the unit cube ``[j, j+1] x [i, i+1] x [k, k+1]``),
+    and the noise is ``(..., D, H, W, C)``; only ``method="particle"`` (trilinear overlaps,
+    :func:`irwarp.records3d.particle3d_record`) is supported there.
+
     Args:
       key: PRNG key (typed ``jax.random.key`` or legacy ``PRNGKey``).
-      noise: ``(..., H, W, C)`` i.i.d. N(0, 1) noise of frame ``t``.
+      noise: ``(..., H, W, C)`` i.i.d. N(0, 1) noise of frame ``t``, or ``(..., D, H, W, C)``
+        with a 3D flow.
       flow: ``(H, W, 2)`` backward flow of frame ``t+1``, shared by all leading dims, or
-        ``(..., H, W, 2)`` with the noise's leading dims (one flow per example).
+        ``(..., H, W, 2)`` with the noise's leading dims (one flow per example); for volumes
+        ``(D, H, W, 3)`` or ``(..., D, H, W, 3)``.
       method: one of ``"grid"`` (exact areas; options ``capacity``, ``edge_points``),
         ``"particle"``, ``"chang"`` (options ``upsample=N``, ``capacity``), ``"nearest"``,
-        ``"bilinear"``, ``"fixed"``, ``"fresh"``.
+        ``"bilinear"``, ``"fixed"``, ``"fresh"``; for volumes only ``"particle"``
+        (:data:`METHODS3D`).
       **options: method options (static).
 
     Returns:
-      ``(..., H, W, C)`` warped noise of frame ``t+1`` in the noise's dtype. NaN/Inf flow pixels are
-      disoccluded and get fresh noise; the output is finite for finite noise.
+      Warped noise of frame ``t+1``, of the noise's shape and dtype. NaN/Inf flow pixels (voxels)
+      are disoccluded and get fresh noise; the output is finite for finite noise.
 
     Raises:
-      ValueError: on an unknown method or option, wrong ranks or shapes, or integer noise.
+      ValueError: on an unknown method or option, a method not supported in 3D, wrong ranks or
+        shapes, or integer noise.
 
     References:
       Deng et al. 2025 (arXiv:2411.01212); Chang et al. 2024 (ICLR) for ``"chang"``.
     """
-    fn = _check_method(method, options)
     noise = _check_noise(noise)
     flow = _check_flow_for(noise, flow)
+    fn = _check_method(method, options, flow.shape[-1])
     return _dispatch(key, noise, flow, fn, options)
 
 
@@ -263,23 +327,37 @@ def _splat(key, x, forward_flow):
     return _apply_flat(key, x, records.splat_record(forward_flow))
 
 
+def _splat3d(key, x, forward_flow):
+    return _apply_flat(key, x, records3d.splat3d_record(forward_flow))
+
+
 def warp_forward(key: jax.Array, noise: jax.Array, forward_flow: jax.Array) -> jax.Array:
     """Warp noise by forward-splatting old pixels along a forward flow (the splat variant).
 
+    Old pixel ``s`` is a unit square centred at ``centre_s + forward_flow(s)``; its bilinear
+    overlaps with the new cells, divided by their in-image sum, are its pieces. Volumes work the
+    same way with a 3D forward flow ``(..., D, H, W, 3)`` and trilinear overlaps
+    (:func:`irwarp.records3d.splat3d_record`).
+
     Args:
       key: PRNG key.
-      noise: ``(..., H, W, C)`` noise of frame ``t``.
-      forward_flow: ``(H, W, 2)`` or ``(..., H, W, 2)``: where pixel ``(i, j)`` of frame ``t`` goes.
+      noise: ``(..., H, W, C)`` noise of frame ``t``, or ``(..., D, H, W, C)`` with a 3D flow.
+      forward_flow: ``(H, W, 2)`` or ``(..., H, W, 2)``: where pixel ``(i, j)`` of frame ``t`` goes;
+        for volumes ``(D, H, W, 3)`` or ``(..., D, H, W, 3)``.
 
     Returns:
-      ``(..., H, W, C)`` noise of frame ``t+1``, exactly i.i.d. N(0, 1) for any flow.
+      Noise of frame ``t+1`` of the noise's shape, exactly i.i.d. N(0, 1) for any flow.
+
+    Raises:
+      ValueError: on wrong ranks or shapes, or integer noise.
 
     References:
       DESIGN.md section 3 (forward splat).
     """
     noise = _check_noise(noise)
     forward_flow = _check_flow_for(noise, forward_flow, "forward_flow")
-    return _dispatch(key, noise, forward_flow, _splat, {})
+    fn = _splat3d if forward_flow.shape[-1] == 3 else _splat
+    return _dispatch(key, noise, forward_flow, fn, {})
 
 
 def warp_sequence(
@@ -290,26 +368,49 @@ def warp_sequence(
     Frame ``t >= 1`` is ``warp(fold_in(key, t), frame_{t-1}, flows[t-1])``, so frame ``t`` depends
     only on ``(key, t)`` and the previous frame, not on the sequence length.
 
+    Volumes: ``noise0`` ``(..., D, H, W, C)`` with flows ``(T, D, H, W, 3)`` and method
+    ``"particle"`` or ``"splat"``.
+
     Args:
       key: PRNG key.
-      noise0: ``(..., H, W, C)`` noise of frame 0.
-      flows: ``(T, H, W, 2)`` backward flows; ``flows[t-1]`` maps frame ``t`` into frame ``t-1``.
-      method: any method of :func:`warp`, or ``"splat"`` with forward flows.
+      noise0: ``(..., H, W, C)`` noise of frame 0 (``(..., D, H, W, C)`` for volumes).
+      flows: ``(T, H, W, 2)`` backward flows; ``flows[t-1]`` maps frame ``t`` into frame ``t-1``
+        (``(T, D, H, W, 3)`` for volumes).
+      method: any method of :func:`warp`, ``"splat"`` with forward flows, or ``"lagrangian"``
+        (2D; options ``depth``, ``capacity``, ``keyframe_every``): no chaining, frame ``t``
+        integrates the keyframe's virtual Brownian sheet over its pre-image under the composed
+        flow, so sub-pixel motion does not drift (:func:`irwarp.sheet.lagrangian_sequence`).
       **options: method options.
 
     Returns:
-      ``(T + 1, ..., H, W, C)`` noise; frame 0 is ``noise0``.
+      ``(T + 1, ...)`` noise, each frame of ``noise0``'s shape; frame 0 is ``noise0``.
+
+    Raises:
+      ValueError: on bad shapes, an unknown method or option, or a method not supported in 3D.
     """
     noise0 = _check_noise(noise0)
     flows = jnp.asarray(flows)
-    if flows.ndim != 4 or flows.shape[-1] != 2:
-        raise ValueError(f"flows must have shape (T, H, W, 2); got {flows.shape}")
+    nd = flows.shape[-1] if flows.ndim in (4, 5) else 0
+    if flows.ndim != nd + 2 or nd not in (2, 3):
+        raise ValueError(
+            f"flows must have shape (T, H, W, 2), or (T, D, H, W, 3) for volumes; got {flows.shape}"
+        )
+    if method == "lagrangian":
+        unknown = set(options) - {"depth", "capacity", "keyframe_every"}
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {sorted(unknown)} for method 'lagrangian'; allowed: "
+                "capacity, depth, keyframe_every"
+            )
+        if nd != 2:
+            raise ValueError(f"method 'lagrangian' takes 2D flows (T, H, W, 2); got {flows.shape}")
+        return sheet.lagrangian_sequence(key, noise0, flows, **options)
     if method == "splat":
         if options:
             raise ValueError(f"method 'splat' takes no options; got {sorted(options)}")
         step = warp_forward
     else:
-        _check_method(method, options)
+        _check_method(method, options, nd)
         step = functools.partial(warp, method=method, **options)
     _check_flow_for(noise0, flows[0])
 
