@@ -23,14 +23,32 @@ resampling has blurred the integral noise into its neighbours. Methods whose out
 (``bilinear``, ``nearest``) can exceed 1: they copy or blend the old values instead of sampling new
 white noise.
 
+Beyond chaining. ``"lagrangian"`` (leaf level ``config.depth``) or ``"lagrangian<L>"`` is
+``irwarp.warp_sequence(method="lagrangian")``: every frame integrates frame 0's virtual Brownian
+sheet over its pre-image under the composed flow (``irwarp.sheet``), so it should not drift.
+``"chang<N>@0"`` is its O(N^2) reference: Chang et al. applied to frame 0 at every frame with the
+composed flow and the same key, i.e. one fixed ``N x N`` upsampled state of frame 0.
+
+Also measured, per method, motion and frame: the consecutive-frame coherence ``cons_t``, the same
+retained coherence with frame ``t - 1`` in the role of frame 0 and the one-step flow (1 for an
+exact warp; what chained methods optimise), and whiteness (``irwarp.stats.whiteness_checks`` at
+5 standard errors, ``white``). A cost table times one frame of each method on the first noise
+batch (``ms`` per frame, best of ``config.cost_repeats``) with XLA's temporary memory
+(``compiled.memory_analysis().temp_size_in_bytes``): chained grid / particle (one step),
+``lagrangian`` at ``config.cost_depths`` and anchored Chang at ``config.cost_upsamples`` (both from
+frame 0 along the composed flow of ``config.cost_frame`` frames of the cost motion).
+
 Writes to the workdir: ``config.json``, ``metrics.jsonl`` (one line per method x motion x frame),
-``summary.md`` (tables at a few frames), ``coherence.png`` (retained coherence against ``t``, one
+``cost.jsonl`` (one line per cost-table entry), ``summary.md`` (tables at a few frames, white
+frames, consecutive coherence, cost), ``coherence.png`` (retained coherence against ``t``, one
 panel per motion) and ``coherence_raw.png`` (``rho_t`` with the ideal ``rho*_t``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import time
 
 import jax
@@ -42,6 +60,74 @@ import irwarp
 from experiments import common
 from experiments import paper_common as pc
 from irwarp import flows as flows_lib
+from irwarp import sheet, stats
+
+# Method names beyond experiments.common.parse_method: the sheet, and Chang et al. from frame 0.
+_LAGRANGIAN = re.compile(r"lagrangian(\d+)?")
+_ANCHORED = re.compile(r"chang(\d+)@0")
+
+
+def check_method(name: str) -> None:
+    """Accepts ``"lagrangian"``, ``"lagrangian<L>"``, ``"chang<N>@0"`` and the common names."""
+    if not (_LAGRANGIAN.fullmatch(name) or _ANCHORED.fullmatch(name)):
+        pc.parse_method(name)
+
+
+def method_label(name: str, config) -> str:
+    """Legend and table label of a method name."""
+    m = _LAGRANGIAN.fullmatch(name)
+    if m:
+        return f"lagrangian L={m.group(1) or config.depth}"
+    m = _ANCHORED.fullmatch(name)
+    if m:
+        return f"chang N={m.group(1)} from frame 0"
+    return pc.method_label(name)
+
+
+def _keyframe_every(config):
+    return int(config.keyframe_every) or None
+
+
+@functools.cache
+def _lagrangian_sequence(depth: int, capacity: float, every):
+    return jax.jit(
+        lambda key, x, bflows, fflows: irwarp.warp_sequence(
+            key,
+            x,
+            bflows,
+            method="lagrangian",
+            depth=depth,
+            capacity=capacity,
+            keyframe_every=every,
+        )
+    )
+
+
+@functools.cache
+def _anchored_sequence(upsample: int):
+    """Chang et al. from frame 0 at every frame: composed flow, one key (one upsampled state)."""
+
+    def run(key, x, bflows, fflows):
+        def body(total, flow):
+            total = flows_lib.compose(total, flow)
+            return total, irwarp.warp(key, x, total, method="chang", upsample=upsample)
+
+        _, frames = jax.lax.scan(body, jnp.zeros_like(bflows[0]), bflows)
+        return jnp.concatenate([x[None], frames], axis=0)
+
+    return jax.jit(run)
+
+
+def sequence_fn(name: str, config):
+    """Jitted ``f(key, noise0, backward_flows, forward_flows) -> (T + 1, ...)`` for a method name."""
+    m = _LAGRANGIAN.fullmatch(name)
+    if m:
+        depth = int(m.group(1) or config.depth)
+        return _lagrangian_sequence(depth, float(config.capacity), _keyframe_every(config))
+    m = _ANCHORED.fullmatch(name)
+    if m:
+        return _anchored_sequence(int(m.group(1)))
+    return pc.sequence_fn(name)
 
 
 def motions(config, h: int, w: int) -> list[dict]:
@@ -116,7 +202,7 @@ def pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sum(a * b) / math.sqrt(np.sum(a * a) * np.sum(b * b)))
 
 
-def draw(curves, motion_names, methods, t_frames, wd: pc.Workdir, raw: bool) -> str:
+def draw(curves, motion_names, methods, labels, t_frames, wd: pc.Workdir, raw: bool) -> str:
     ncol = min(5, len(motion_names))
     nrow = math.ceil(len(motion_names) / ncol)
     fig = pc.new_figure(3.0 * ncol, 2.6 * nrow + 0.4)
@@ -131,7 +217,7 @@ def draw(curves, motion_names, methods, t_frames, wd: pc.Workdir, raw: bool) -> 
                 c["rho"] if raw else c["retained"],
                 color=f"C{i}",
                 lw=1.3,
-                label=pc.method_label(m),
+                label=labels[m],
             )
         if raw:
             ax.plot(ts, curves[methods[0], mo]["ideal"], "k--", lw=1, label="ideal rho*")
@@ -156,6 +242,81 @@ def draw(curves, motion_names, methods, t_frames, wd: pc.Workdir, raw: bool) -> 
     return wd.save_figure(fig, "coherence_raw.png" if raw else "coherence.png")
 
 
+def _time_ms(compiled, args, repeats: int) -> float:
+    common.block(compiled(*args))
+    best = math.inf
+    for _ in range(max(int(repeats), 1)):
+        t0 = time.perf_counter()
+        common.block(compiled(*args))
+        best = min(best, time.perf_counter() - t0)
+    return 1e3 * best
+
+
+def cost_rows(config, x0, mos, path: str) -> list[dict]:
+    """Times one frame of each method and reads XLA's temporary memory; writes ``path`` (JSONL).
+
+    Chained grid / particle warp one step along the per-frame flow; ``lagrangian`` (each of
+    ``config.cost_depths``) and Chang et al. from frame 0 (each of ``config.cost_upsamples``) evaluate
+    frame ``config.cost_frame`` of the cost motion from frame 0 along its composed flow.
+    """
+    mo = mos[int(config.cost_motion)]
+    t = min(int(config.cost_frame), int(config.frames))
+    total = mo["total"][t]
+    key = jax.random.key(int(config.seed) + 1)
+    cap = float(config.capacity)
+    entries = [
+        (m, "chained, one step", lambda k, x, f, m=m: irwarp.warp(k, x, f, method=m), mo["back"])
+        for m in config.cost_chained
+    ]
+    for d in config.cost_depths:
+        entries.append(
+            (
+                f"lagrangian L={d}",
+                f"from frame 0, t={t}",
+                lambda k, x, f, d=int(d): sheet.lagrangian_frame(
+                    k, x, f, depth=d, capacity=cap, return_info=True
+                ),
+                total,
+            )
+        )
+    for n in config.cost_upsamples:
+        entries.append(
+            (
+                f"chang N={n} from frame 0",
+                f"from frame 0, t={t}",
+                lambda k, x, f, n=int(n): irwarp.warp(k, x, f, method="chang", upsample=n),
+                total,
+            )
+        )
+    rows = []
+    with common.JsonlWriter(path) as out:
+        for name, how, fn, flow in entries:
+            compiled, compile_s = common.compile_timed(fn, key, x0, flow)
+            try:
+                temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
+            except Exception:  # best effort: not every backend reports it
+                temp_mb = math.nan
+            row = dict(
+                method=name,
+                how=how,
+                motion=mo["name"],
+                ms=_time_ms(compiled, (key, x0, flow), int(config.cost_repeats)),
+                compile_s=compile_s,
+                xla_temp_mb=temp_mb,
+            )
+            if name.startswith("lagrangian"):
+                _, info = compiled(key, x0, flow)
+                row["dropped_nodes"] = int(info["dropped_nodes"])
+                row["frontier_use"] = float(np.max(np.asarray(info["frontier_use"])))
+            rows.append(row)
+            out.write(row)
+            logging.info("cost %-26s %8.1f ms, %7.1f MB temp", name, row["ms"], temp_mb)
+    base = next((r["ms"] for r in rows if r["method"] == "grid"), math.nan)
+    for r in rows:
+        r["vs_grid"] = r["ms"] / base
+    return rows
+
+
 def run(config, workdir: str) -> dict:
     """Runs the experiment of ``config`` (configs/coherence.py) and writes into ``workdir``.
 
@@ -163,7 +324,9 @@ def run(config, workdir: str) -> dict:
       ``{(method, motion): {"rho": [...], "ideal": [...], "retained": [...]}}``.
     """
     h, w = (int(s) for s in config.size)
-    methods = pc.check_methods(config.methods)
+    methods = tuple(config.methods)
+    for m in methods:
+        check_method(m)
     t_frames = int(config.frames)
     if t_frames < 1:
         raise ValueError(f"frames must be >= 1; got {t_frames}")
@@ -185,21 +348,38 @@ def run(config, workdir: str) -> dict:
                 ideal = math.sqrt(float(np.mean(np.asarray(a2)[mask]))) if mask.any() else math.nan
                 per_t.append((np.asarray(pred), mask, ideal))
             refs.append(per_t)
+        # One-step references for the consecutive-frame coherence: the mask and ideal depend only on
+        # the (constant) per-frame flow.
+        steps = []
+        for mo in mos:
+            _, a2, a_dst, overflow = _predictor_parts(mo["back"], x0)
+            mask = valid_mask(
+                np.asarray(mo["back"]), np.asarray(a_dst), overflow, int(config.margin)
+            )
+            steps.append((mask, math.sqrt(float(np.mean(np.asarray(a2)[mask])))))
         for mi, m in enumerate(methods):
-            fn = pc.sequence_fn(m)
+            fn = sequence_fn(m, config)
             for k, mo in enumerate(mos):
                 bflows = jnp.broadcast_to(mo["back"], (t_frames, h, w, 2))
                 fflows = jnp.broadcast_to(mo["fwd"], (t_frames, h, w, 2))
                 frames = np.asarray(
                     fn(jax.random.fold_in(k_warp, mi * 1000 + k), x0, bflows, fflows)
                 )
-                rho, ideal, retained = [], [], []
+                rho, ideal, retained, cons, white = [], [], [], [], []
+                mask1, ideal1 = steps[k]
                 for t in range(t_frames + 1):
                     pred, mask, rho_star = refs[k][t]
                     r_t = pearson(frames[t], pred, mask) if mask.any() else math.nan
+                    c_t = w_t = None
+                    if t >= 1:
+                        prev_pred = np.asarray(_predictor_parts(mo["back"], frames[t - 1])[0])
+                        c_t = pearson(frames[t], prev_pred, mask1) / ideal1
+                        w_t = bool(stats.whiteness_checks(frames[t])["all"])
                     rho.append(r_t)
                     ideal.append(rho_star)
                     retained.append(r_t / rho_star)
+                    cons.append(c_t)
+                    white.append(w_t)
                     wd.metric(
                         dict(
                             method=m,
@@ -209,30 +389,39 @@ def run(config, workdir: str) -> dict:
                             rho=r_t,
                             ideal=rho_star,
                             retained=r_t / rho_star,
+                            cons=c_t,
+                            white=w_t,
                             pixels=int(mask.sum()),
                         )
                     )
-                curves[m, mo["name"]] = dict(rho=rho, ideal=ideal, retained=retained)
+                curves[m, mo["name"]] = dict(
+                    rho=rho, ideal=ideal, retained=retained, cons=cons, white=white
+                )
                 logging.info(
-                    "%-9s %-12s retained t=1 %.3f, t=%d %.3f",
+                    "%-13s %-12s retained t=1 %.3f, t=%d %.3f; consecutive %.3f; white %d/%d",
                     m,
                     mo["name"],
                     retained[1],
                     t_frames,
                     retained[-1],
+                    float(np.mean(cons[1:])),
+                    sum(white[1:]),
+                    t_frames,
                 )
         names = [mo["name"] for mo in mos]
+        labels = {m: method_label(m, config) for m in methods}
         figures = [
-            draw(curves, names, methods, t_frames, wd, raw=False),
-            draw(curves, names, methods, t_frames, wd, raw=True),
+            draw(curves, names, methods, labels, t_frames, wd, raw=False),
+            draw(curves, names, methods, labels, t_frames, wd, raw=True),
         ]
+        costs = cost_rows(config, x0, mos, wd.file("cost.jsonl")) if config.cost_depths else []
         elapsed = time.perf_counter() - t_start
 
         report_ts = sorted({t for t in config.report_frames if 1 <= t <= t_frames} | {t_frames})
         tables = []
         for t in report_ts:
             rows = [
-                [pc.method_label(m), *(pc.cell(curves[m, n]["retained"][t], 2) for n in names)]
+                [labels[m], *(pc.cell(curves[m, n]["retained"][t], 2) for n in names)]
                 for m in methods
             ]
             rows.append(
@@ -242,6 +431,48 @@ def run(config, workdir: str) -> dict:
                 f"### t = {t}: retained coherence rho_t / rho*_t (last row: rho*_t itself)",
                 "",
                 common.markdown_table(("method", *names), rows),
+                "",
+            ]
+        tables += [
+            "### Consecutive frames: mean over t of the retained coherence with frame t - 1",
+            "",
+            common.markdown_table(
+                ("method", *names),
+                [
+                    [
+                        labels[m],
+                        *(pc.cell(float(np.mean(curves[m, n]["cons"][1:])), 2) for n in names),
+                    ]
+                    for m in methods
+                ],
+            ),
+            "",
+            f"### White frames (irwarp.stats.whiteness_checks, all checks at 5 SE) out of {t_frames}",
+            "",
+            common.markdown_table(
+                ("method", *names),
+                [[labels[m], *(sum(curves[m, n]["white"][1:]) for n in names)] for m in methods],
+            ),
+            "",
+        ]
+        if costs:
+            tables += [
+                f"### Cost of one frame ({costs[0]['motion']}; {x0.shape} noise)",
+                "",
+                common.markdown_table(
+                    ("method", "frame", "ms / frame", "x grid", "XLA temp MB", "compile s"),
+                    [
+                        [
+                            r["method"],
+                            r["how"],
+                            pc.cell(r["ms"], 1),
+                            pc.cell(r["vs_grid"], 1),
+                            pc.cell(r["xla_temp_mb"], 1),
+                            pc.cell(r["compile_s"], 1),
+                        ]
+                        for r in costs
+                    ],
+                ),
                 "",
             ]
         intro = (
