@@ -16,8 +16,11 @@ Ablations (each a variant of the main run; combine with --config.field=value ove
     --config=configs/video_diffusion.py:eta0.5         DDIM with eta = 0.5 only
     --config=configs/video_diffusion.py:initial_only   DDPM, warping only the initial noise (the
                                                        per-step noise is fresh every frame)
+    --config=configs/video_diffusion.py:lagrangian     fixed, grid, particle and lagrangian only
+                                                       (the sheet method of irwarp.sheet against
+                                                       the chained warps; about 8 minutes)
     --config=configs/video_diffusion.py:small          tiny smoke-test run (random tiny UNet,
-                                                       3 frames at 16x24, 2 steps, 2 schemes; ~20 s)
+                                                       3 frames at 16x24, 2 steps, 3 schemes; ~30 s)
 
 Tuples, not lists, so that ``--config.field="(a, b)"`` overrides parse.
 """
@@ -33,6 +36,7 @@ VARIANTS = (
     "ddpm",
     "eta0.5",
     "initial_only",
+    "lagrangian",
 )
 
 
@@ -98,8 +102,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sampling.batch = 1
 
     # Noise schemes: provider names of irwarp.samplers.make_provider ("fresh", "fixed", "nearest",
-    # "bilinear", "chang<N>", "grid", "particle", ...).
+    # "bilinear", "chang<N>", "grid", "particle", "lagrangian", ...).
     config.schemes = ("fresh", "fixed", "nearest", "bilinear", "chang4", "grid", "particle")
+    # Options of the "lagrangian" scheme (irwarp.samplers.LagrangianProvider, irwarp.sheet).
+    config.lagrangian = ml_collections.ConfigDict()
+    # Leaf level L of the virtual Brownian sheet (2^L x 2^L sub-pixels per pixel); cost ~ 2^L.
+    config.lagrangian.depth = 4
+    # Frontier budget of split nodes per pixel and level (irwarp.sheet.lagrangian_frame).
+    config.lagrangian.capacity = 4.0
+    # A new keyframe (and sheet) every K frames; 0: one sheet for the whole clip.
+    config.lagrangian.keyframe_every = 8
     # Warp only the initial noise; the per-step noise of stochastic samplers is fresh every frame.
     config.warp_initial_only = False
 
@@ -129,7 +141,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.video.size = (16, 24)
         config.denoiser.random_init = True
         config.sampling.num_steps = 2
-        config.schemes = ("fixed", "particle")
+        config.schemes = ("fixed", "particle", "lagrangian")
+        config.lagrangian.depth = 2
+        config.lagrangian.keyframe_every = 2
         config.metrics.moving_px = 0.0
         config.output.zoom = 1
     elif arg.startswith("strength") and arg in VARIANTS:
@@ -143,6 +157,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif arg == "eta0.5":
         config.sampling.samplers = ("ddim",)
         config.sampling.eta = 0.5
+    elif arg == "lagrangian":
+        config.schemes = ("fixed", "grid", "particle", "lagrangian")
     elif arg == "initial_only":
         config.sampling.samplers = ("ddpm",)
         config.warp_initial_only = True

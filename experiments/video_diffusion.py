@@ -6,11 +6,15 @@ Reads a real clip the denoiser was not trained on (carphone, 32 frames at 96x128
 estimates backward and forward optical flow between consecutive frames with OpenCV (DIS) and marks
 occluded pixels by forward-backward consistency (their flow is NaN: fresh noise). Then, for every
 sampler (DDIM with ``eta``, DDPM) and every noise scheme (``fresh``, ``fixed``, ``nearest``,
-``bilinear``, ``chang4``, ``grid``, ``particle``), restyles each frame with SDEdit at the configured
-strength: the frame is noised to timestep ``~ strength T`` with that frame's initial noise and
-denoised in ``num_steps`` steps, using the frame's per-step noise for DDPM. The noise of frame
+``bilinear``, ``chang4``, ``grid``, ``particle``; ``lagrangian`` in the ``:lagrangian`` variant),
+restyles each frame with SDEdit at the configured strength: the frame is noised to timestep
+``~ strength T`` with that frame's initial noise and denoised in ``num_steps`` steps, using the
+frame's per-step noise for DDPM. The noise of frame
 ``t`` comes from the scheme's provider (:mod:`irwarp.samplers.providers`): warped schemes carry
-frame ``t-1``'s initial and per-step noise along the flow with one partition record per frame.
+frame ``t-1``'s initial and per-step noise along the flow with one partition record per frame;
+``lagrangian`` integrates the keyframe's virtual Brownian sheet (:mod:`irwarp.sheet`) over each
+pixel's pre-image under the flow composed back to the keyframe (a new keyframe every
+``lagrangian.keyframe_every`` frames).
 Frames run in a Python loop of two jitted functions (the provider's ``next`` and the sampler), so
 the sampler compiles once per sampler and is shared by every scheme, and each part is timed.
 
@@ -282,13 +286,27 @@ def plot_warp_error(curves: dict, input_curve: list[float], samplers_: tuple, pa
 # ----------------------------------------------------------------------------- run
 
 
+def _scheme_options(config, scheme: str) -> dict:
+    """Provider options of ``scheme`` from the config (only ``lagrangian`` has any)."""
+    if scheme != "lagrangian":
+        return {}
+    every = int(config.lagrangian.keyframe_every)
+    return dict(
+        depth=int(config.lagrangian.depth),
+        capacity=float(config.lagrangian.capacity),
+        keyframe_every=every if every > 0 else None,
+    )
+
+
 def _check(config) -> tuple[tuple[str, ...], dict]:
     schemes = tuple(config.schemes)
     if not schemes or len(set(schemes)) != len(schemes):
         raise ValueError(f"expected distinct noise schemes in config.schemes; got {schemes}")
     only = bool(config.warp_initial_only)
     providers = {
-        s: samplers.make_provider(s, **({"warp_initial_only": True} if only else {}))
+        s: samplers.make_provider(
+            s, **({"warp_initial_only": True} if only else {}), **_scheme_options(config, s)
+        )
         for s in schemes
     }
     sampler_names = tuple(config.sampling.samplers)
@@ -373,7 +391,8 @@ def run(config, workdir: str) -> dict:
                         noise = common.block(step_c(key, noise, t, flow))
                         noise_s += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    out = common.block(denoise_c(noise, x_in[t]))
+                    # The sampler ignores provider state (lagrangian's keyframe and flow).
+                    out = common.block(denoise_c(noise.without_state(), x_in[t]))
                     sample_s += time.perf_counter() - t0
                     out01 = np.clip((np.asarray(out) + 1.0) / 2.0, 0.0, 1.0)
                     outs.append(out01)

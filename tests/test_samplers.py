@@ -288,8 +288,8 @@ def test_sample_bad_inputs():
 # ----------------------------------------------------------------------------- providers
 
 # chang2 stands for Chang et al.'s method: the same code as chang4, a quarter of the compile time.
-ALL = ("fresh", "fixed", "nearest", "bilinear", "chang2", "grid", "particle")
-WHITE = ("fresh", "fixed", "chang2", "grid", "particle")
+ALL = ("fresh", "fixed", "nearest", "bilinear", "chang2", "grid", "particle", "lagrangian")
+WHITE = ("fresh", "fixed", "chang2", "grid", "particle", "lagrangian")
 # One compilation per provider and shape: the provider is static, the flow and t are traced.
 NEXT = jax.jit(lambda p, key, prev, t, flow: p.next(key, prev, t, flow), static_argnums=0)
 
@@ -331,6 +331,9 @@ def test_providers_are_reproducible_by_key_and_white(name):
     checks = irwarp.stats.whiteness_checks(runs[0])
     if name in WHITE:
         assert checks["all"], (name, checks)
+        # The S + 1 fields are independent: steps as channels, no cross-channel correlation.
+        by_step = jnp.moveaxis(runs[0], 0, -2).reshape(6, h, w, 5 * 3)
+        assert irwarp.stats.whiteness_checks(by_step)["max_cross"], name
     elif name == "bilinear":  # the resampling baseline loses variance and smooths
         assert not checks["var"] and float(jnp.var(runs[0])) < 0.9
     else:  # nearest keeps the marginal N(0, 1) but copies values
@@ -347,11 +350,11 @@ def test_warped_provider_is_one_warp_of_the_stacked_noise():
     np.testing.assert_allclose(got.stacked(), ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ("grid", "particle", "nearest"))
+@pytest.mark.parametrize("name", ("grid", "particle", "nearest", "lagrangian"))
 def test_warped_noise_moves_with_the_content(name):
-    prev = _init()  # the shapes of test_identity_flow_warped_equals_fixed: no new compilation
-    old = np.asarray(prev.stacked())
     p = make_provider(name)
+    prev = p.init(KEY, (2, 16, 16, 3), 3)  # as _init(): no new compilation
+    old = np.asarray(prev.stacked())
     n = 16
     for dx, dy in [(2, 0), (-1, 0), (0, 3), (0, -2)]:
         # The content moves by (dx, dy) px: the backward flow is (-dx, -dy).
@@ -366,6 +369,61 @@ def test_warped_noise_moves_with_the_content(name):
             atol=1e-5,
             err_msg=f"{dx},{dy}",
         )
+
+
+# ----------------------------------------------------------------------------- lagrangian
+
+
+def _lagrangian_frames(p, key, noise, fl):
+    out = [noise.stacked()]
+    for t in range(1, fl.shape[0] + 1):
+        noise = NEXT(p, key, noise, t, fl[t - 1])
+        out.append(noise.stacked())
+    return jnp.stack(out), noise
+
+
+def test_lagrangian_identity_flow_equals_fixed_across_keyframes():
+    p = make_provider("lagrangian", keyframe_every=2)
+    noise = p.init(KEY, (2, 16, 16, 3), 3)
+    np.testing.assert_array_equal(noise.stacked(), _init().stacked())
+    got, _ = _lagrangian_frames(p, KEY, noise, jnp.zeros((3, 16, 16, 2)))
+    for t in range(4):  # frames 1..3 cross the keyframe at t = 2: still bit-equal to fixed
+        np.testing.assert_array_equal(got[t], got[0], err_msg=str(t))
+    q = make_provider("lagrangian", depth=2, warp_initial_only=True)
+    only = NEXT(q, KEY, q.init(KEY, (2, 16, 16, 3), 3), 1, flows.identity(16, 16))
+    assert only.state.keyframe.shape == (1, 2, 16, 16, 3)
+    np.testing.assert_array_equal(only.initial, noise.initial)
+    assert not np.allclose(only.steps, noise.steps)
+
+
+def test_lagrangian_is_the_sheet_sequence_of_the_stacked_noise():
+    """The provider's frames are irwarp.sheet.lagrangian_sequence of frame 0's stack with key
+    k_warp of frame 0, keyframe restarts included (same sheets, same composed flows)."""
+    p = make_provider("lagrangian", keyframe_every=2)
+    noise = p.init(KEY, (2, 16, 16, 3), 3)
+    fl = jnp.stack([flows.rotation(16, 16, 5.0) + flows.translation(16, 16, 0.3, -0.2)] * 3)
+    got, last = _lagrangian_frames(p, KEY, noise, fl)
+    k_sheet = jax.random.split(jax.random.fold_in(KEY, 0), 3)[2]
+    ref = irwarp.sheet.lagrangian_sequence(k_sheet, noise.stacked(), fl, keyframe_every=2)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    # State after frame 3: keyframe = frame 2, composed flow = flow of frame 3 alone.
+    np.testing.assert_allclose(last.state.keyframe, ref[2], atol=1e-6)
+    np.testing.assert_allclose(last.state.total_flow, flows.compose(jnp.zeros_like(fl[0]), fl[2]))
+
+
+def test_lagrangian_half_pixel_steps_compose_to_an_exact_copy():
+    """Two frames moving content by (0.5, -0.5) px: frame 2 is frame 0 moved by exactly (1, -1)
+    px (composed flow, one sheet), while chained grid warping resamples twice."""
+    n = 16
+    p = make_provider("lagrangian")
+    noise = p.init(KEY, (2, n, n, 3), 3)
+    fl = jnp.stack([flows.translation(n, n, -0.5, 0.5)] * 2)
+    got, _ = _lagrangian_frames(p, KEY, noise, fl)
+    old, new = np.asarray(got[0]), np.asarray(got[2])
+    np.testing.assert_allclose(new[..., 0 : n - 1, 1:n, :], old[..., 1:n, 0 : n - 1, :], atol=1e-5)
+    grid = make_provider("grid")
+    chained = NEXT(grid, KEY, NEXT(grid, KEY, _init(), 1, fl[0]), 2, fl[1]).stacked()
+    assert not np.allclose(np.asarray(chained)[..., 0 : n - 1, 1:n, :], old[..., 1:n, 0 : n - 1, :])
 
 
 def test_provider_bad_inputs():
@@ -384,6 +442,14 @@ def test_provider_bad_inputs():
         make_provider("grid").init(KEY, (16, 16), 2)
     with pytest.raises(ValueError, match="num_steps"):
         make_provider("grid").init(KEY, (16, 16, 3), -1)
+    with pytest.raises(ValueError, match="SheetState"):
+        make_provider("lagrangian").next(KEY, prev, 1, flows.identity(16, 16))
+    with pytest.raises(ValueError, match="depth"):
+        make_provider("lagrangian", depth=-1)
+    with pytest.raises(ValueError, match="keyframe_every"):
+        make_provider("lagrangian", keyframe_every=0)
+    with pytest.raises(ValueError, match="options"):
+        make_provider("lagrangian", upsample=2)
 
 
 def test_register_provider():
@@ -454,6 +520,28 @@ def test_video_chunks_give_the_same_frames():
     a, last = chunk(noise0, fl[:2], 1, frames[1:3])
     b, _ = chunk(last, fl[2:], 3, frames[3:])
     np.testing.assert_allclose(jnp.concatenate([first[None], a, b]), whole, atol=1e-5)
+
+
+def test_lagrangian_video_chunks_give_the_same_frames_and_identity_is_fixed():
+    frames, fl = _video_inputs()
+    # depth 2 (compile time); keyframes at t = 2, 4: the chunk boundary t0 = 2 carries a restart.
+    p = make_provider("lagrangian", depth=2, keyframe_every=2)
+    opts = dict(num_steps=3, sampler="ddpm", eta=0.0, strength=0.6)
+    whole = VIDEO(p, KEY, frames, fl, "ddpm", 0.0)
+    noise0 = p.init(KEY, frames.shape[1:], 3)
+    first = samplers.sample(VIDEO_FN, None, VIDEO_SCHEDULE, noise0, x_init=frames[0], **opts)
+    chunk = jax.jit(
+        lambda prev, fl, t0, f: samplers.sample_video_chunk(
+            KEY, VIDEO_FN, None, VIDEO_SCHEDULE, p, prev, fl, t0, frames=f, **opts
+        )
+    )
+    a, last = chunk(noise0, fl[:1], 1, frames[1:2])
+    b, _ = chunk(last, fl[1:], 2, frames[2:])
+    np.testing.assert_allclose(jnp.concatenate([first[None], a, b]), whole, atol=1e-5)
+    fixed = VIDEO(make_provider("fixed"), KEY, frames, jnp.zeros_like(fl), "ddpm", 0.0)
+    ident = VIDEO(p, KEY, frames, jnp.zeros_like(fl), "ddpm", 0.0)
+    np.testing.assert_allclose(ident, fixed, atol=1e-5)
+    assert not np.allclose(whole[1:], fixed[1:], atol=1e-3)
 
 
 def test_video_generation_without_inputs_and_bad_shapes():

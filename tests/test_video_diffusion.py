@@ -52,6 +52,11 @@ def test_configs_load(arg):
             "particle",
         }
         assert 0.3 <= config.sampling.strength <= 0.6
+    if arg == "lagrangian":  # the sheet method against the chained warps, default clip settings
+        assert config.schemes == ("fixed", "grid", "particle", "lagrangian")
+        assert config.video == vd_config.get_config().video
+    if arg == "small":  # the smoke run covers the stateful provider
+        assert "lagrangian" in config.schemes
     with pytest.raises(ValueError, match="unknown"):
         vd_config.get_config("huge")
 

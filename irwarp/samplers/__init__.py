@@ -2,7 +2,8 @@
 
 Compose irwarp into any sampler: a denoiser ``apply_fn(params, x, t)``, a
 :class:`Schedule`, and a noise provider that hands each frame its initial and per-step noise
-(fresh, fixed, or warped along the optical flow with any :func:`irwarp.warp` method).
+(fresh, fixed, warped along the optical flow with any :func:`irwarp.warp` method, or integrated
+from the keyframe's virtual Brownian sheet along the composed flow: ``lagrangian``).
 
 References:
   Deng et al., Infinite-Resolution Integral Noise Warping for Diffusion Models, ICLR 2025
@@ -16,6 +17,8 @@ from irwarp.samplers.providers import (
     FixedProvider,
     FrameNoise,
     FreshProvider,
+    LagrangianProvider,
+    SheetState,
     WarpedProvider,
     make_provider,
     register_provider,
@@ -40,7 +43,9 @@ __all__ = [
     "FixedProvider",
     "FrameNoise",
     "FreshProvider",
+    "LagrangianProvider",
     "Schedule",
+    "SheetState",
     "UNet",
     "WarpedProvider",
     "cosine_schedule",

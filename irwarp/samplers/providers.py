@@ -7,6 +7,10 @@ frame 0's noise with ``init`` and frame ``t``'s from frame ``t - 1``'s with ``ne
 
 * :class:`FreshProvider`: new i.i.d. noise every frame (flickers);
 * :class:`FixedProvider`: the same noise every frame (texture sticks to the screen);
+* :class:`LagrangianProvider`: every step's noise of frame ``t`` integrated from the keyframe's
+  virtual Brownian sheet over the pre-image of each pixel under the composed backward flow to the
+  keyframe (:mod:`irwarp.sheet`; no chaining, so no drift under sub-pixel motion). Its state (the
+  keyframe's stacked noise and the composed flow) rides in :attr:`FrameNoise.state`.
 * :class:`WarpedProvider`: every step's noise of frame ``t - 1`` carried to frame ``t`` along the
   backward flow with an :func:`irwarp.warp` method. For ``grid`` and ``particle`` the partition
   record is built once per frame and applied to the stacked ``(S + 1, ..., H, W, C)`` noise, which
@@ -16,7 +20,7 @@ frame 0's noise with ``init`` and frame ``t``'s from frame ``t - 1``'s with ``ne
 
 Keys. Frame ``t`` uses ``k_t = fold_in(key, t)`` split into ``(k_initial, k_steps, k_warp)``, so
 frame ``t`` depends only on ``(key, t)`` and frame ``t - 1``; with an identity flow and the same
-key, ``grid`` and ``particle`` give exactly the noise of :class:`FixedProvider`.
+key, ``grid``, ``particle`` and ``lagrangian`` give exactly the noise of :class:`FixedProvider`.
 
 References:
   Deng et al., Infinite-Resolution Integral Noise Warping for Diffusion Models, ICLR 2025
@@ -32,7 +36,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from irwarp import records
+from irwarp import flows as flows_lib
+from irwarp import records, sheet
 from irwarp.pipeline import check_method
 from irwarp.warp import apply_record, warp
 
@@ -41,6 +46,8 @@ __all__ = [
     "FixedProvider",
     "FrameNoise",
     "FreshProvider",
+    "LagrangianProvider",
+    "SheetState",
     "WarpedProvider",
     "make_provider",
     "register_provider",
@@ -55,10 +62,14 @@ class FrameNoise:
       initial: ``(..., H, W, C)`` N(0, 1) noise: ``x_T``, or the noise of SDEdit's noised input.
       steps: ``(S, ..., H, W, C)`` N(0, 1) noise of the ``S`` sampler steps (``S = 0`` for
         deterministic samplers).
+      state: provider state carried from frame to frame besides the noise (a pytree, e.g. a
+        :class:`SheetState`), or ``None`` (the default; every provider but ``lagrangian``). The
+        samplers ignore it.
     """
 
     initial: jax.Array
     steps: jax.Array
+    state: object = None
 
     @property
     def num_steps(self) -> int:
@@ -70,9 +81,13 @@ class FrameNoise:
         return jnp.concatenate([self.initial[None], self.steps], axis=0)
 
     @classmethod
-    def from_stacked(cls, stack: jax.Array) -> FrameNoise:
-        """The inverse of :meth:`stacked`."""
-        return cls(initial=stack[0], steps=stack[1:])
+    def from_stacked(cls, stack: jax.Array, state=None) -> FrameNoise:
+        """The inverse of :meth:`stacked` (with the provider ``state``, default ``None``)."""
+        return cls(initial=stack[0], steps=stack[1:], state=state)
+
+    def without_state(self) -> FrameNoise:
+        """The same noise with ``state=None`` (one pytree structure for every provider)."""
+        return FrameNoise(initial=self.initial, steps=self.steps)
 
 
 def _frame_keys(key: jax.Array, t) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -243,7 +258,132 @@ class WarpedProvider(_Base):
         return FrameNoise.from_stacked(self._warp(k_warp, prev.stacked(), flow))
 
 
-Provider = FreshProvider | FixedProvider | WarpedProvider
+@flax.struct.dataclass
+class SheetState:
+    """State of :class:`LagrangianProvider` carried in :attr:`FrameNoise.state`.
+
+    Attributes:
+      keyframe: ``(S' + 1, ..., H, W, C)`` stacked noise of the current keyframe (the roots of its
+        sheet): the initial noise followed by the per-step noise (``S' = 0`` with
+        ``warp_initial_only``).
+      total_flow: ``(H, W, 2)`` composed backward flow from the current frame to the keyframe
+        (zero at a keyframe).
+    """
+
+    keyframe: jax.Array
+    total_flow: jax.Array
+
+
+@flax.struct.dataclass
+class LagrangianProvider(_Base):
+    """Every step's noise integrated from the keyframe's virtual Brownian sheet (no chaining).
+
+    Frame ``t`` of keyframe segment ``m = (t - 1) // K`` is
+    ``Y_t = lagrangian_frame(fold_in(k_sheet, m), X_key, psi_t)`` of the stacked keyframe noise
+    ``X_key`` ``(S + 1, ..., H, W, C)``, with ``psi_t = compose(psi_{t-1}, flow_t)`` the composed
+    backward flow from frame ``t`` to the keyframe. Every element of the stack (each step, batch
+    element and channel) is an independent sheet of one call, so the per-step fields stay
+    independent. Frame 0 is the first keyframe; with ``keyframe_every=K`` frame ``t = m K`` becomes
+    the keyframe of segment ``m`` and ``psi`` restarts from zero. ``k_sheet`` is ``k_warp`` of frame
+    0 (unused by ``init``), so the stack of frames equals
+    ``irwarp.sheet.lagrangian_sequence(k_sheet, stack_0, flows, keyframe_every=K)``.
+
+    Attributes:
+      depth: static leaf level ``L`` of the sheet (``2^L`` sub-pixels per side); cost ~ ``2^L``.
+      capacity: static frontier budget of :func:`irwarp.sheet.lagrangian_frame`.
+      keyframe_every: static ``K >= 1``, or ``None`` for one sheet for the whole video.
+      warp_initial_only: static; carry only the initial noise, draw the per-step noise fresh.
+    """
+
+    depth: int = flax.struct.field(pytree_node=False, default=sheet.DEFAULT_DEPTH)
+    capacity: float = flax.struct.field(pytree_node=False, default=sheet.DEFAULT_CAPACITY)
+    keyframe_every: int | None = flax.struct.field(pytree_node=False, default=None)
+    warp_initial_only: bool = flax.struct.field(pytree_node=False, default=False)
+
+    def __post_init__(self):
+        sheet._check_depth(self.depth)
+        sheet._check_capacity(self.capacity)
+        sheet._check_keyframe_every(self.keyframe_every)
+
+    @property
+    def name(self) -> str:
+        return "lagrangian" + ("_initial" if self.warp_initial_only else "")
+
+    def _carried(self, noise: FrameNoise) -> jax.Array:
+        return noise.initial[None] if self.warp_initial_only else noise.stacked()
+
+    def init(self, key: jax.Array, shape: Sequence[int], num_steps: int) -> FrameNoise:
+        """Noise of frame 0 (as every provider's) with the first keyframe as its state.
+
+        Args:
+          key: PRNG key of the video.
+          shape: ``(..., H, W, C)`` static shape of one noise field.
+          num_steps: ``S >= 0`` per-step noise fields.
+
+        Returns:
+          A :class:`FrameNoise` with ``state`` a :class:`SheetState` (the stacked noise, zero
+          flow).
+        """
+        noise = super().init(key, shape, num_steps)
+        h, w = noise.initial.shape[-3:-1]
+        state = SheetState(self._carried(noise), jnp.zeros((h, w, 2), jnp.float32))
+        return noise.replace(state=state)
+
+    def next(self, key: jax.Array, prev: FrameNoise, t, flow: jax.Array) -> FrameNoise:
+        """Noise of frame ``t`` from the keyframe's sheet over ``psi_t = compose(psi_{t-1}, flow)``.
+
+        Args:
+          key: PRNG key of the video.
+          prev: noise of frame ``t - 1`` made by this provider (its ``state`` a
+            :class:`SheetState`).
+          t: frame index ``>= 1`` (int or traced int32).
+          flow: ``(H, W, 2)`` backward flow of frame ``t`` into frame ``t - 1``; NaN pixels (and
+            pixels whose composed flow is NaN) get fresh noise.
+
+        Returns:
+          A :class:`FrameNoise` shaped like ``prev``, with the updated :class:`SheetState`.
+
+        Raises:
+          ValueError: if ``prev`` carries no :class:`SheetState` of its shape, or on a bad flow.
+
+        References:
+          Deng et al. 2025; Chang et al. 2024; :mod:`irwarp.sheet`.
+        """
+        flow = _check_prev_flow(prev, flow)
+        state = prev.state
+        carried_shape = self._carried(prev).shape
+        if not isinstance(state, SheetState) or state.keyframe.shape != carried_shape:
+            raise ValueError(
+                "prev must be the FrameNoise of LagrangianProvider.init/next with a SheetState "
+                f"whose keyframe has shape {carried_shape}; got state {type(state).__name__}"
+                + (f" of shape {state.keyframe.shape}" if isinstance(state, SheetState) else "")
+            )
+        k_sheet = _frame_keys(key, 0)[2]
+        k_steps = _frame_keys(key, t)[1]
+        total = flows_lib.compose(state.total_flow, flow.astype(jnp.float32))
+        every = self.keyframe_every
+        segment = 0 if every is None else (t - 1) // every
+        y = sheet.lagrangian_frame(
+            jax.random.fold_in(k_sheet, segment),
+            state.keyframe,
+            total,
+            depth=self.depth,
+            capacity=self.capacity,
+            frame=t,
+        )
+        keyframe = state.keyframe
+        if every is not None:
+            restart = t % every == 0
+            keyframe = jnp.where(restart, y, keyframe)
+            total = jnp.where(restart, 0.0, total)
+        new_state = SheetState(keyframe, total)
+        if self.warp_initial_only:
+            steps = jax.random.normal(k_steps, prev.steps.shape, jnp.float32)
+            return FrameNoise(initial=y[0], steps=steps, state=new_state)
+        return FrameNoise.from_stacked(y, new_state)
+
+
+Provider = FreshProvider | FixedProvider | WarpedProvider | LagrangianProvider
 
 _CHANG = re.compile(r"chang(\d+)")
 
@@ -264,6 +404,7 @@ PROVIDERS: dict[str, Callable[..., Provider]] = {
     "chang": lambda upsample=4, capacity=3, **o: WarpedProvider(
         "chang", (("upsample", upsample), ("capacity", capacity)), **o
     ),
+    "lagrangian": lambda **o: LagrangianProvider(**o),
 }
 """Provider factories by name; ``make_provider`` also accepts ``"chang<N>"`` (e.g. ``"chang4"``)."""
 
@@ -280,10 +421,11 @@ def make_provider(name: str, **options) -> Provider:
 
     Args:
       name: ``"fresh"``, ``"fixed"``, ``"nearest"``, ``"bilinear"``, ``"grid"``, ``"particle"``,
-        ``"chang"`` or ``"chang<N>"`` (Chang et al. with ``N x N`` upsampling), or a name added
-        with :func:`register_provider`.
+        ``"chang"`` or ``"chang<N>"`` (Chang et al. with ``N x N`` upsampling), ``"lagrangian"``,
+        or a name added with :func:`register_provider`.
       **options: method options (``capacity``, ``edge_points`` for grid; ``upsample``,
-        ``capacity`` for chang) and ``warp_initial_only`` for the warped providers.
+        ``capacity`` for chang; ``depth``, ``capacity``, ``keyframe_every`` for lagrangian) and
+        ``warp_initial_only`` for the warped providers.
 
     Returns:
       The provider (a hashable flax struct with ``init`` and ``next``).
