@@ -277,6 +277,37 @@ def device_peak_mb() -> float | None:
 # ----------------------------------------------------------------------------- reporting
 
 
+def reference_row(
+    shape: tuple[int, ...], key: jax.Array, timing: dict, base: dict, **extra
+) -> tuple[Callable, float, dict]:
+    """Compiles and times ``jax.random.normal`` of ``shape``: the reference of every ratio.
+
+    Returns the compiled draw (to re-time it next to each method), its median in seconds and its
+    table row (``base`` plus the timings; ``extra`` fields go before the note).
+    """
+    ref = jax.jit(lambda k: jax.random.normal(k, shape, jnp.float32))
+    ref_c, comp_s, temp_mb = compile_fn(ref, (key,))
+    t = time_calls(ref_c, (key,), **timing)
+    logging.info(
+        "%-13s %s: median %.3f ms, n=%d", REFERENCE, base["shape_str"], 1e3 * t.median, t.repeats
+    )
+    row = dict(
+        base,
+        method=REFERENCE,
+        compile_s=comp_s,
+        median_ms=1e3 * t.median,
+        min_ms=1e3 * t.minimum,
+        ratio=1.0,
+        ratio_to_first_normal=1.0,
+        xla_temp_mb=temp_mb,
+        repeats=t.repeats,
+        device_peak_mb=device_peak_mb(),
+        **extra,
+        note=t.note or "reference",
+    )
+    return ref_c, t.median, row
+
+
 def _fmt(v, digits: int) -> str:
     if isinstance(v, str):
         return v
@@ -342,28 +373,8 @@ def _bench_shape(
     base = dict(shape=list(shape), shape_str=sstr, flow=config.flow, **hw)
 
     # Reference: a fresh normal draw of the same shape, timed the same way.
-    ref = jax.jit(lambda k: jax.random.normal(k, shape, jnp.float32))
-    ref_c, comp_s, temp_mb = compile_fn(ref, (k_warp,))
-    t = time_calls(ref_c, (k_warp,), **timing)
-    ref_s = t.median
-    emit(
-        "main",
-        dict(
-            base,
-            method=REFERENCE,
-            compile_s=comp_s,
-            median_ms=1e3 * t.median,
-            min_ms=1e3 * t.minimum,
-            ratio=1.0,
-            ratio_to_first_normal=1.0,
-            xla_temp_mb=temp_mb,
-            repeats=t.repeats,
-            device_peak_mb=device_peak_mb(),
-            grid_overflow=None,
-            note=t.note or "reference",
-        ),
-    )
-    logging.info("%-13s %s: median %.3f ms, n=%d", REFERENCE, sstr, 1e3 * t.median, t.repeats)
+    ref_c, ref_s, row = reference_row(shape, k_warp, timing, base, grid_overflow=None)
+    emit("main", row)
 
     full_ms = {}
     for method in config.methods:
@@ -481,27 +492,8 @@ def _bench_volume(config, shape, k_noise, k_warp, hw, timing, emit: Callable[[st
     )
     noise = jax.random.normal(k_noise, shape, jnp.float32)
     base = dict(shape=list(shape), shape_str=sstr, flow=config.flow, **hw)
-    ref = jax.jit(lambda k: jax.random.normal(k, shape, jnp.float32))
-    ref_c, comp_s, temp_mb = compile_fn(ref, (k_warp,))
-    t = time_calls(ref_c, (k_warp,), **timing)
-    ref_s = t.median
-    emit(
-        "volume",
-        dict(
-            base,
-            method=REFERENCE,
-            compile_s=comp_s,
-            median_ms=1e3 * t.median,
-            min_ms=1e3 * t.minimum,
-            ratio=1.0,
-            ratio_to_first_normal=1.0,
-            xla_temp_mb=temp_mb,
-            repeats=t.repeats,
-            device_peak_mb=device_peak_mb(),
-            note=t.note or "reference",
-        ),
-    )
-    logging.info("%-13s %s: median %.3f ms, n=%d", REFERENCE, sstr, 1e3 * t.median, t.repeats)
+    ref_c, ref_s, row = reference_row(shape, k_warp, timing, base)
+    emit("volume", row)
     for method in config.volume_methods:
         fn = make_warp3d(method)
         args = (k_warp, noise, bflow, fflow)

@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from irwarp import _sampling
+from irwarp import _layout, _sampling
 from irwarp import flows as flows_lib
 from irwarp.records import flow_at_offsets, polygon_offsets
 
@@ -145,20 +145,6 @@ def _typed_key(key) -> jax.Array:
             f"key must be a typed PRNG key or a legacy uint32[2] key; got {key.dtype}{key.shape}"
         )
     return jax.random.wrap_key_data(key)
-
-
-def _fold(noise: jax.Array):
-    """``(..., H, W, C)`` -> float32 ``(H, W, F)`` (``F`` = leading x channels) and its inverse."""
-    shape, dtype = noise.shape, noise.dtype
-    h, w, c = shape[-3:]
-    x = noise.astype(jnp.float32).reshape((-1, h, w, c))
-    x = jnp.moveaxis(x, 0, 2).reshape(h, w, -1)
-
-    def unfold(y: jax.Array) -> jax.Array:
-        y = jnp.moveaxis(y.reshape(y.shape[:-1] + (-1, c)), -2, 0)
-        return y.reshape(shape[:-3] + y.shape[1:-1] + (c,)).astype(dtype)
-
-    return x, unfold
 
 
 def _u32(i: jax.Array) -> jax.Array:
@@ -323,13 +309,13 @@ def node_values(
         )
     flat = [a.reshape(-1).astype(jnp.int32) for a in idx]
     value = _node_values(_typed_key(key), noise0, *flat, level=level)
-    # Features are ordered (leading, channel), as folded by _fold.
+    # Features are ordered (leading, channel), as folded by _layout.fold.
     return value.reshape(shape + noise0.shape[:-3] + noise0.shape[-1:])
 
 
 @functools.partial(jax.jit, static_argnames=("level",))
 def _node_values(key, noise0, rows, cols, sub_rows, sub_cols, *, level: int):
-    x, _ = _fold(noise0)
+    x, _ = _layout.fold(noise0)
     k_tree, _ = _tree_key(key)
     keys = _root_keys(k_tree, rows, cols)
     value = _root_values(x, keys, rows, cols)
@@ -584,7 +570,7 @@ def polygon_integrals(
 
 @functools.partial(jax.jit, static_argnames=("depth", "capacity"))
 def _polygon_integrals(key, noise0, polygons, *, depth: int, capacity: float):
-    x, unfold = _fold(noise0)
+    x, unfold = _layout.fold(noise0)
     k_tree, _ = _tree_key(key)
     valid = jnp.all(jnp.isfinite(polygons), axis=(-2, -1))
     verts = jnp.where(valid[:, None, None], polygons, 0.0)
@@ -680,7 +666,7 @@ def lagrangian_frame(
 
 @functools.partial(jax.jit, static_argnames=("depth", "capacity"))
 def _frame(key, noise0, total_flow, frame, *, depth: int, capacity: float):
-    x, unfold = _fold(noise0)
+    x, unfold = _layout.fold(noise0)
     y, info = _frame_flat(
         key, x, total_flow.astype(jnp.float32), frame, depth=depth, capacity=capacity
     )
@@ -745,7 +731,7 @@ def lagrangian_sequence(
 @functools.partial(jax.jit, static_argnames=("depth", "capacity", "every"))
 def _sequence(key, noise0, flows, *, depth: int, capacity: float, every: int | None):
     h, w = noise0.shape[-3:-1]
-    x0, unfold = _fold(noise0)
+    x0, unfold = _layout.fold(noise0)
     flows = flows.astype(jnp.float32)
 
     def body(carry, inputs):

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from irwarp import baselines, records, records3d, sheet
+from irwarp import _layout, baselines, records, records3d, sheet
 from irwarp.records import PartitionRecord
 
 __all__ = ["apply_record", "warp", "warp_forward", "warp_sequence", "METHODS", "METHODS3D"]
@@ -135,24 +135,6 @@ def _check_flow_for(noise: jax.Array, flow: jax.Array, name: str = "flow") -> ja
     return flow
 
 
-def _fold(noise: jax.Array, nd: int = 2) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
-    """``(..., *G, C)`` -> float32 ``(*G, L*C)`` and the inverse map back to the input dtype.
-
-    ``G`` is the grid: ``(H, W)`` for ``nd = 2``, ``(D, H, W)`` for ``nd = 3``.
-    """
-    shape, dtype = noise.shape, noise.dtype
-    lead = shape[: -nd - 1]
-    grid, c = shape[-nd - 1 : -1], shape[-1]
-    x = noise.astype(jnp.float32).reshape((-1,) + grid + (c,))
-    x = jnp.moveaxis(x, 0, nd).reshape(grid + (-1,))
-
-    def unfold(y: jax.Array) -> jax.Array:
-        y = jnp.moveaxis(y.reshape(grid + (-1, c)), nd, 0).reshape(lead + grid + (c,))
-        return y.astype(dtype)
-
-    return x, unfold
-
-
 def _normals(key: jax.Array, m: int, f: int) -> jax.Array:
     """``(m, f)`` i.i.d. N(0, 1) float32, drawn in blocks of about 2^20 numbers.
 
@@ -252,7 +234,7 @@ def apply_record(key: jax.Array, noise: jax.Array, record: PartitionRecord) -> j
         raise ValueError(
             f"noise {want} must match the record's grid {record.shape}; got {noise.shape}"
         )
-    x, unfold = _fold(noise, nd)
+    x, unfold = _layout.fold(noise, nd)
     return unfold(_apply_flat(key, x, record))
 
 
@@ -263,7 +245,7 @@ def _dispatch(key, noise, flow, fn, options):
     """
     nd = flow.shape[-1]
     if flow.ndim == nd + 1:
-        x, unfold = _fold(noise, nd)
+        x, unfold = _layout.fold(noise, nd)
         return unfold(fn(key, x, flow.astype(jnp.float32), **options))
     lead = noise.shape[: -nd - 1]
     nb = 1
@@ -274,7 +256,7 @@ def _dispatch(key, noise, flow, fn, options):
     fs = flow.reshape((nb,) + flow.shape[-nd - 1 :]).astype(jnp.float32)
 
     def one(k, xi, fi):
-        x, unfold = _fold(xi, nd)
+        x, unfold = _layout.fold(xi, nd)
         return unfold(fn(k, x, fi, **options))
 
     return jax.vmap(one)(keys, xs, fs).reshape(noise.shape)
