@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -38,12 +39,15 @@ __all__ = [
 # Pieces smaller than this are set to exactly 0: they are float noise from the edge integrals.
 _GRID_AREA_EPS = 1e-6
 _BILINEAR_AREA_EPS = 1e-12
+# The grid record's tail is processed in blocks of ceil(H * W / this) pixels (times the tail
+# cells per pixel): a smooth flow (rotation, zoom by a few percent) needs one block.
+_TAIL_BLOCK_DIVISOR = 8
 
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["src", "dst", "area", "overflow", "source_use"],
-    meta_fields=["shape", "layout", "fanout", "normalized"],
+    data_fields=["src", "dst", "area", "overflow", "source_use", "tail_count"],
+    meta_fields=["shape", "layout", "fanout", "normalized", "tail_block"],
 )
 @dataclasses.dataclass(frozen=True)
 class PartitionRecord:
@@ -60,10 +64,18 @@ class PartitionRecord:
       source_use: ``(H, W)`` float32 total area (or bilinear weight) requested from each old cell
         before normalisation. Values above 1 mark where the non-injective fail-safe fired.
       shape: static ``(H, W)`` of the grid.
-      layout: static; ``"dst"`` when piece ``m`` belongs to destination ``m // fanout``, ``"src"``
-        when it belongs to source ``m // fanout``, ``"free"`` otherwise.
-      fanout: static number of pieces per destination (``"dst"``) or source (``"src"``).
+      layout: static; for the head, the first ``n * fanout`` pieces (``n`` cells): ``"dst"`` when
+        piece ``m`` belongs to destination ``m // fanout``, ``"dst_slot"`` when it belongs to
+        destination ``m % n`` (slot-major), ``"src"`` when it belongs to source ``m // fanout``;
+        ``"free"`` when there is no such structure (then there is no head).
+      fanout: static number of head pieces per destination (``"dst"``, ``"dst_slot"``) or source
+        (``"src"``).
       normalized: static; True when every source's areas sum to 0 or 1, so no bridge remainder.
+      tail_count: ``()`` int32 or None. When set, the pieces after the head are a packed tail:
+        only its first ``tail_count`` pieces can have a non-zero area (the rest are padding with
+        area 0), which lets :func:`irwarp.apply_record` process a short prefix of the tail.
+      tail_block: static granularity of the tail prefixes that :func:`irwarp.apply_record` may
+        process (a multiple of it, or the whole tail).
     """
 
     src: jax.Array
@@ -75,11 +87,20 @@ class PartitionRecord:
     layout: str = "free"
     fanout: int = 0
     normalized: bool = False
+    tail_count: jax.Array | None = None
+    tail_block: int = 0
 
     @property
     def num_pieces(self) -> int:
         """Static number of pieces ``M`` (padding included)."""
         return self.area.shape[-1]
+
+    @property
+    def num_head(self) -> int:
+        """Static number of pieces in the structured head (``n * fanout``, 0 for ``"free"``)."""
+        if self.layout == "free":
+            return 0
+        return math.prod(self.shape) * self.fanout
 
     def num_overflow(self) -> jax.Array:
         """Number of destination pixels whose pre-image did not fit the capacity (int32)."""
@@ -137,6 +158,38 @@ def _lattice_weights(t: float) -> tuple[float, float, float]:
     return (0.0, 1.5 - t, t - 0.5)
 
 
+def _flow_planes(flow: jax.Array, offsets: np.ndarray) -> tuple[list, list]:
+    """Planar core of :func:`flow_at_offsets`: lists of ``P`` planes ``(H, W)`` for dx and dy.
+
+    Planes (rather than ``(H, W, P, 2)``) keep XLA's CPU loops on long rows: a minor axis of 2
+    or 8 vectorises several times worse.
+    """
+    h, w = flow.shape[:2]
+    finite = jnp.all(jnp.isfinite(flow), -1)
+    pad = ((1, 1), (1, 1))
+    fx = jnp.pad(jnp.where(finite, flow[..., 0], 0.0), pad, mode="edge")
+    fy = jnp.pad(jnp.where(finite, flow[..., 1], 0.0), pad, mode="edge")
+    m = jnp.pad(finite.astype(flow.dtype), pad, mode="edge")
+    out_x, out_y = [], []
+    for ox, oy in np.asarray(offsets, np.float64):
+        wx, wy = _lattice_weights(float(ox)), _lattice_weights(float(oy))
+        num_x = num_y = den = 0.0
+        for db, cy in enumerate(wy):
+            for da, cx in enumerate(wx):
+                c = cx * cy
+                if c == 0.0:
+                    continue
+                sl = (slice(db, db + h), slice(da, da + w))
+                num_x = num_x + c * fx[sl]
+                num_y = num_y + c * fy[sl]
+                den = den + c * m[sl]
+        ok = den > 0
+        safe = jnp.where(ok, den, 1.0)
+        out_x.append(jnp.where(ok, num_x / safe, jnp.nan))
+        out_y.append(jnp.where(ok, num_y / safe, jnp.nan))
+    return out_x, out_y
+
+
 def flow_at_offsets(flow: jax.Array, offsets: np.ndarray) -> jax.Array:
     """Backward flow at ``(j + ox, i + oy)`` for every pixel and every static offset.
 
@@ -152,85 +205,73 @@ def flow_at_offsets(flow: jax.Array, offsets: np.ndarray) -> jax.Array:
     Returns:
       ``(H, W, P, 2)`` flow at the offset points.
     """
-    h, w = flow.shape[:2]
-    finite = jnp.all(jnp.isfinite(flow), -1, keepdims=True)
-    fm = jnp.where(finite, flow, 0.0)
-    m = finite.astype(flow.dtype)
-    pad = ((1, 1), (1, 1), (0, 0))
-    fm = jnp.pad(fm, pad, mode="edge")
-    m = jnp.pad(m, pad, mode="edge")
-    outs = []
-    for ox, oy in np.asarray(offsets, np.float64):
-        wx, wy = _lattice_weights(float(ox)), _lattice_weights(float(oy))
-        num = 0.0
-        den = 0.0
-        for db, cy in enumerate(wy):
-            for da, cx in enumerate(wx):
-                c = cx * cy
-                if c == 0.0:
-                    continue
-                sl = (slice(db, db + h), slice(da, da + w))
-                num = num + c * fm[sl]
-                den = den + c * m[sl]
-        outs.append(jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan))
-    return jnp.stack(outs, axis=2)
+    xs, ys = _flow_planes(flow, offsets)
+    return jnp.stack([jnp.stack(xs, -1), jnp.stack(ys, -1)], -1)
 
 
-def _window_areas(verts: jax.Array, cap: int) -> jax.Array:
-    """Signed overlap of closed polygons with the cells of a ``cap x cap`` window.
+def _window_cells(xs: list, ys: list, cols: np.ndarray, rows: np.ndarray) -> jax.Array:
+    """Signed overlaps of closed polygons with the window cells ``(rows[k], cols[k])``.
 
     Green's theorem with each cell's lower edge as reference: for the winding number ``w`` of the
     polygon, ``int_cell w dA = sum_e sign(dx_e) int_{x in e, x in column} J(y_e(x)) dx`` with
-    ``J(y) = clamp(b + 1 - y, 0, 1)`` for the cell's row ``b``. Each edge is clipped to each column;
-    over a clipped piece ``J`` is exactly 1 (piece above the row) or 0 (below), and only a piece that
-    straddles the row needs ``1 - I(b) + I(b + 1)`` with ``I(c) = mean relu(y - c)``, which is
-    ``mean(y) - c`` or ``(y_max - c)^2 / (2 |dy|)``. Rows a piece does not straddle thus get exact
-    0 and 1, so cells the polygon misses get exact zeros up to the telescoping of edge widths.
-    The loops are static; the cells leave the fused pass as separate outputs.
+    ``J(y) = clamp(b + 1 - y, 0, 1)`` for the cell's row ``b``. Each edge is clipped to the cell's
+    column; over a clipped piece ``J`` is exactly 1 (piece above the row) or 0 (below), and only a
+    piece that straddles the row needs ``1 - I(b) + I(b + 1)`` with ``I(c) = mean relu(y - c)``,
+    which is ``mean(y) - c`` or ``(y_max - c)^2 / (2 |dy|)``. Rows a piece does not straddle thus
+    get exact 0 and 1, so cells the polygon misses get exact zeros up to the telescoping of edge
+    widths.
+
+    The cells form the leading axis of every intermediate (``(K, N)`` with long rows), so XLA's CPU
+    backend vectorises the whole computation and writes the result without a concatenation.
 
     Args:
-      verts: ``(..., P, 2)`` polygon vertices in window coordinates (cell ``(b, a)`` is
-        ``[a, a+1] x [b, b+1]``), in order.
-      cap: static window side.
+      xs, ys: ``P`` arrays of shape ``(N,)``: the polygons' vertices in window coordinates (cell
+        ``(b, a)`` is ``[a, a+1] x [b, b+1]``), in order.
+      cols, rows: static ``(K,)`` integer cell coordinates ``a`` and ``b``.
 
     Returns:
-      ``(..., cap, cap)`` signed areas indexed ``[row b, column a]``.
+      ``(K, N)`` signed areas.
     """
-    p = verts.shape[-2]
-    xs = [verts[..., k, 0] for k in range(p)]
-    ys = [verts[..., k, 1] for k in range(p)]
-    cells = [[0.0] * cap for _ in range(cap)]
+    a = jnp.asarray(np.asarray(cols, np.float32))[:, None]
+    b = jnp.asarray(np.asarray(rows, np.float32))[:, None]
+    p = len(xs)
+    out = 0.0
     for k in range(p):
-        x0, y0, x1, y1 = xs[k], ys[k], xs[(k + 1) % p], ys[(k + 1) % p]
+        x0, y0 = xs[k][None], ys[k][None]
+        x1, y1 = xs[(k + 1) % p][None], ys[(k + 1) % p][None]
         dx, dy = x1 - x0, y1 - y0
-        sgn = jnp.sign(dx)
         inv_dx = 1.0 / jnp.where(dx == 0, 1.0, dx)
         lo = jnp.minimum(x0, x1)
         hi = jnp.maximum(x0, x1)
-        for a in range(cap):
-            xa = jnp.clip(lo, float(a), a + 1.0)
-            xb = jnp.clip(hi, float(a), a + 1.0)
-            width = sgn * (xb - xa)
-            ya = y0 + jnp.clip((xa - x0) * inv_dx, 0.0, 1.0) * dy
-            yb = y0 + jnp.clip((xb - x0) * inv_dx, 0.0, 1.0) * dy
-            y_min = jnp.minimum(ya, yb)
-            y_max = jnp.maximum(ya, yb)
-            y_mean = 0.5 * (ya + yb)
-            half_inv_span = 0.5 / jnp.maximum(y_max - y_min, 1e-30)
+        xa = jnp.clip(lo, a, a + 1.0)
+        xb = jnp.clip(hi, a, a + 1.0)
+        width = jnp.sign(dx) * (xb - xa)
+        ya = y0 + jnp.clip((xa - x0) * inv_dx, 0.0, 1.0) * dy
+        yb = y0 + jnp.clip((xb - x0) * inv_dx, 0.0, 1.0) * dy
+        y_min = jnp.minimum(ya, yb)
+        y_max = jnp.maximum(ya, yb)
+        y_mean = 0.5 * (ya + yb)
+        half_inv_span = 0.5 / jnp.maximum(y_max - y_min, 1e-30)
 
-            def mean_relu(c, y_min=y_min, y_max=y_max, y_mean=y_mean, h=half_inv_span):
-                above = jnp.maximum(y_max - c, 0.0)
-                return jnp.where(y_min >= c, y_mean - c, above * above * h)
+        def mean_relu(c, y_min=y_min, y_max=y_max, y_mean=y_mean, h=half_inv_span):
+            above = jnp.maximum(y_max - c, 0.0)
+            return jnp.where(y_min >= c, y_mean - c, above * above * h)
 
-            for b in range(cap):
-                straddle = 1.0 - mean_relu(float(b)) + mean_relu(b + 1.0)
-                frac = jnp.where(y_max <= b, 1.0, jnp.where(y_min >= b + 1, 0.0, straddle))
-                cells[b][a] = cells[b][a] + width * frac
-    flat = [cells[b][a] for b in range(cap) for a in range(cap)]
-    # The barrier keeps the cells as separate outputs of one fused pass; stacking them inside the
-    # fusion would make XLA recompute every edge integral once per output cell.
-    flat = jax.lax.optimization_barrier(flat)
-    return jnp.stack(flat, -1).reshape(verts.shape[:-2] + (cap, cap))
+        straddle = 1.0 - mean_relu(b) + mean_relu(b + 1.0)
+        frac = jnp.where(y_max <= b, 1.0, jnp.where(y_min >= b + 1.0, 0.0, straddle))
+        out = out + width * frac
+    return out
+
+
+def _window_areas(verts: jax.Array, cap: int) -> jax.Array:
+    """:func:`_window_cells` for stacked vertices ``(..., P, 2)``; returns ``(..., cap, cap)``."""
+    p = verts.shape[-2]
+    lead = verts.shape[:-2]
+    xs = [verts[..., k, 0].reshape(-1) for k in range(p)]
+    ys = [verts[..., k, 1].reshape(-1) for k in range(p)]
+    k = np.arange(cap * cap)
+    cells = _window_cells(xs, ys, k % cap, k // cap)  # (cap * cap, N)
+    return jnp.moveaxis(cells, 0, -1).reshape(lead + (cap, cap))
 
 
 def _shoelace(verts: jax.Array) -> jax.Array:
@@ -252,6 +293,24 @@ def _normalise_sources(area: jax.Array, src: jax.Array, n: int, always: bool):
     return area / denom[src], use
 
 
+def _pack_tail(need: jax.Array, planes: list):
+    """Packs the pixels flagged by ``need`` ``(N,)`` to the front, in pixel order.
+
+    Returns ``(ids, count, packed)``: ``ids`` ``(N,)`` int32 pixel of each slot (0 for unused
+    slots), ``count`` the number of flagged pixels, and each array ``(..., N)`` of ``planes``
+    taken at ``ids`` along its last axis (0 in the slots ``>= count``).
+    """
+    n = need.shape[0]
+    flags = need.astype(jnp.int32)
+    rank = jnp.cumsum(flags) - 1
+    count = jnp.sum(flags)
+    slot = jnp.where(need, rank, n)
+    ids = jnp.zeros((n,), jnp.int32).at[slot].set(jnp.arange(n, dtype=jnp.int32), mode="drop")
+    used = jnp.arange(n) < count
+    packed = [jnp.where(used, jnp.take(p, ids, axis=-1), 0).astype(p.dtype) for p in planes]
+    return ids, count, packed
+
+
 def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> PartitionRecord:
     """Exact-area partition record of a backward flow (Deng et al., grid-based algorithm).
 
@@ -270,61 +329,103 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
       * A pixel with a non-finite flow at any of its polygon points (NaN/Inf flow) gets no pieces,
         so it is disoccluded and receives fresh noise.
 
+    Layout. The window's top-left ``2 x 2`` cells of every pixel form the head, slot by slot
+    (layout ``"dst_slot"``: piece ``m`` of the head belongs to pixel ``m % (H W)``,
+    ``fanout = min(capacity, 2)**2``); a pixel whose polygon spans at most 2 x 2 cells (most
+    pixels of a smooth flow) has all its pieces there. The other ``capacity**2 - fanout`` cells of
+    the pixels whose polygon reaches them form the packed tail: pixel by pixel in raster order,
+    ``tail_count`` pieces in use, the rest zero padding. Pieces and areas are those of the full
+    ``capacity x capacity`` window; :func:`irwarp.apply_record` only touches the part of the tail
+    in use.
+
     Args:
       flow: ``(H, W, 2)`` backward flow ``(dx, dy)`` in pixels.
-      capacity: static window side in cells, ``K = capacity**2`` pieces per pixel. The default 3
-        covers an axis-aligned 2x zoom-out.
+      capacity: static window side in cells, at most ``capacity**2`` pieces per pixel. The default
+        3 covers an axis-aligned 2x zoom-out.
       edge_points: static number of polygon points per pixel edge (2 gives the octagon).
 
     Returns:
-      A :class:`PartitionRecord` with ``M = H * W * capacity**2`` pieces, layout ``"dst"``.
+      A :class:`PartitionRecord` with ``M = H * W * capacity**2`` pieces: a head of
+      ``H * W * fanout`` (layout ``"dst_slot"``) and a packed tail of the rest.
 
     References:
       Deng et al. 2025 (arXiv:2411.01212), grid-based algorithm; DESIGN.md section 3.
     """
     flow = _check_flow(flow)
     cap = _check_int_option("capacity", capacity, 1)
-    n = _check_int_option("edge_points", edge_points, 1)
+    npts = _check_int_option("edge_points", edge_points, 1)
     h, w = flow.shape[:2]
+    n = h * w
     flow = _sampling.sanitize_flow(flow, h, w)
-    offs = polygon_offsets(n)
-    fl = flow_at_offsets(flow, offs)  # (H, W, P, 2)
-    rel = jnp.asarray(offs) + fl  # vertex positions relative to the pixel's top-left corner
+    offs = polygon_offsets(npts)
+    fxs, fys = _flow_planes(flow, offs)
+    # Vertices relative to the pixel's top-left corner, flat (N,).
+    xs = [float(o[0]) + f.reshape(n) for o, f in zip(offs, fxs, strict=True)]
+    ys = [float(o[1]) + f.reshape(n) for o, f in zip(offs, fys, strict=True)]
     # A pixel whose own flow is non-finite is disoccluded even where its polygon's points, which
     # interpolate neighbouring flows, are finite.
-    valid_dst = jnp.all(jnp.isfinite(rel), axis=(-2, -1)) & jnp.all(jnp.isfinite(flow), -1)
-    rel = jnp.where(valid_dst[..., None, None], rel, jnp.asarray(offs))
-    origin = jnp.floor(jnp.min(rel, axis=-2))  # (H, W, 2) integer offset of the window
-    local = rel - origin[..., None, :]
-    signed = _window_areas(local, cap)  # (H, W, cap, cap)
-    pieces = jnp.clip(jnp.abs(signed), 0.0, 1.0)
-    pieces = jnp.where(pieces < _GRID_AREA_EPS, 0.0, pieces)
-    fits = jnp.all(jnp.max(local, axis=-2) <= cap, axis=-1)
-    poly_area = jnp.abs(_shoelace(local))
-    overflow = jnp.where(fits, 0.0, jnp.maximum(poly_area - pieces.sum((-2, -1)), 0.0))
-    overflow = jnp.where(valid_dst, overflow, 0.0)
+    valid = jnp.all(jnp.isfinite(flow), -1).reshape(n)
+    for x, y in zip(xs, ys, strict=True):
+        valid = valid & jnp.isfinite(x) & jnp.isfinite(y)
+    xs = [jnp.where(valid, x, float(o[0])) for o, x in zip(offs, xs, strict=True)]
+    ys = [jnp.where(valid, y, float(o[1])) for o, y in zip(offs, ys, strict=True)]
+    org_x = jnp.floor(functools.reduce(jnp.minimum, xs))  # (N,) integer offset of the window
+    org_y = jnp.floor(functools.reduce(jnp.minimum, ys))
+    lx = [x - org_x for x in xs]
+    ly = [y - org_y for y in ys]
 
-    ii, jj = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
-    o = origin.astype(jnp.int32)
-    ar = jnp.arange(cap)
-    rows = (ii + o[..., 1])[..., None, None] + ar[:, None]
-    cols = (jj + o[..., 0])[..., None, None] + ar[None, :]
-    src, inside = _flat_index(rows, cols, h, w)
-    pieces = jnp.where(inside & valid_dst[..., None, None], pieces, 0.0)
-    k = cap * cap
-    src = src.reshape(-1)
-    area, use = _normalise_sources(pieces.reshape(-1), src, h * w, always=False)
-    dst = jnp.repeat(jnp.arange(h * w, dtype=jnp.int32), k)
+    side = min(cap, 2)
+    head = [(b, a) for b in range(side) for a in range(side)]
+    tail = [(b, a) for b in range(cap) for a in range(cap) if (b, a) not in head]
+    order = head + tail
+    rows = np.array([c[0] for c in order])
+    cols = np.array([c[1] for c in order])
+    pieces = jnp.clip(jnp.abs(_window_cells(lx, ly, cols, rows)), 0.0, 1.0)  # (K, N)
+    pieces = jnp.where(pieces < _GRID_AREA_EPS, 0.0, pieces)
+    fits = (functools.reduce(jnp.maximum, lx) <= cap) & (functools.reduce(jnp.maximum, ly) <= cap)
+    p = len(lx)
+    shoelace = 0.5 * sum(lx[k] * ly[(k + 1) % p] - lx[(k + 1) % p] * ly[k] for k in range(p))
+    overflow = jnp.where(fits, 0.0, jnp.maximum(jnp.abs(shoelace) - pieces.sum(0), 0.0))
+    overflow = jnp.where(valid, overflow, 0.0).reshape(h, w)
+
+    pix = jnp.arange(n, dtype=jnp.int32)
+    src_rows = (pix // w + org_y.astype(jnp.int32))[None] + jnp.asarray(rows, jnp.int32)[:, None]
+    src_cols = (pix % w + org_x.astype(jnp.int32))[None] + jnp.asarray(cols, jnp.int32)[:, None]
+    src, inside = _flat_index(src_rows, src_cols, h, w)  # (K, N)
+    pieces = jnp.where(inside & valid[None], pieces, 0.0)
+    # The fail-safe: a source asked for more than its area has its pieces divided by the sum.
+    use = jax.ops.segment_sum(pieces.reshape(-1), src.reshape(-1), num_segments=n)
+    area = pieces / jnp.maximum(use, 1.0)[src]
+
+    fanout = len(head)
+    rec_src = src[:fanout].reshape(-1)
+    rec_area = area[:fanout].reshape(-1)
+    rec_dst = jnp.tile(pix, fanout)
+    tail_count, tail_block = None, 0
+    if tail:
+        nt = len(tail)
+        need = jnp.any(area[fanout:] > 0, axis=0)
+        ids, count, (tail_src, tail_area) = _pack_tail(need, [src[fanout:], area[fanout:]])
+        # Pixel-major inside the tail, so a prefix of the tail is a prefix of its pixels.
+        tail_src = tail_src.T.reshape(-1)
+        tail_area = tail_area.T.reshape(-1)
+        rec_src = jnp.concatenate([rec_src, tail_src])
+        rec_area = jnp.concatenate([rec_area, tail_area])
+        rec_dst = jnp.concatenate([rec_dst, jnp.repeat(ids, nt)])
+        tail_count = count * nt
+        tail_block = nt * max(1, -(-n // _TAIL_BLOCK_DIVISOR))
     return PartitionRecord(
-        src=src,
-        dst=dst,
-        area=area,
+        src=rec_src,
+        dst=rec_dst,
+        area=rec_area,
         overflow=overflow,
         source_use=use.reshape(h, w),
         shape=(h, w),
-        layout="dst",
-        fanout=k,
+        layout="dst_slot",
+        fanout=fanout,
         normalized=False,
+        tail_count=tail_count,
+        tail_block=tail_block,
     )
 
 

@@ -45,8 +45,8 @@ _CORNERS = tuple((a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1))
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["src", "dst", "area", "overflow", "source_use"],
-    meta_fields=["shape", "layout", "fanout", "normalized"],
+    data_fields=["src", "dst", "area", "overflow", "source_use", "tail_count"],
+    meta_fields=["shape", "layout", "fanout", "normalized", "tail_block"],
 )
 @dataclasses.dataclass(frozen=True)
 class PartitionRecord3D(PartitionRecord):

@@ -24,15 +24,13 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from irwarp import _layout, baselines, records, records3d, sheet
+from irwarp import _layout, _random, baselines, records, records3d, sheet
 from irwarp.records import PartitionRecord
 
 __all__ = ["apply_record", "warp", "warp_forward", "warp_sequence", "METHODS", "METHODS3D"]
 
 # Unused remainders of a cell below this are treated as 0 (about 100 float32 ulps at 1).
 _REMAINDER_EPS = 1e-5
-# Random numbers are drawn in blocks of this many (see _normals).
-_NORMAL_BLOCK = 1 << 20
 
 
 def _grid(key, x, flow, *, capacity=3, edge_points=2):
@@ -135,64 +133,110 @@ def _check_flow_for(noise: jax.Array, flow: jax.Array, name: str = "flow") -> ja
     return flow
 
 
-def _normals(key: jax.Array, m: int, f: int) -> jax.Array:
-    """``(m, f)`` i.i.d. N(0, 1) float32, drawn in blocks of about 2^20 numbers.
+def _tail_sizes(record: PartitionRecord) -> tuple[int, ...]:
+    """Static tail prefixes that :func:`_apply_flat` may process: 1 and 4 blocks, or all of it."""
+    total = record.num_pieces - record.num_head
+    if record.tail_count is None or total == 0:
+        return (total,)
+    block = max(1, record.tail_block)
+    return tuple(sorted({min(block, total), min(4 * block, total), total}))
 
-    Block ``c`` uses ``fold_in(key, c)``; the block size is a fixed function of ``f``, so the draws
-    depend only on ``(key, m, f)``. On CPU, threefry over one huge array runs out of cache and is
-    about twice as slow per number as over 2^20-number blocks.
+
+@jax.custom_batching.custom_vmap
+def _batch_max(count: jax.Array) -> jax.Array:
+    """Identity; under ``vmap`` it returns the maximum over the batch, unbatched.
+
+    So the tail prefix picked by :func:`_apply_flat` is one branch for the whole batch instead of
+    every branch for every example (which is what ``vmap`` of ``lax.switch`` on a batched index
+    does). Every branch gives the same values, so this changes only the cost.
     """
-    rows = max(1, _NORMAL_BLOCK // f)
-    if m <= rows:
-        return jax.random.normal(key, (m, f), jnp.float32)
-    nblocks = -(-m // rows)
-    blocks = jax.lax.map(
-        lambda c: jax.random.normal(jax.random.fold_in(key, c), (rows, f), jnp.float32),
-        jnp.arange(nblocks),
-    )
-    return blocks.reshape(nblocks * rows, f)[:m]
+    return count
+
+
+@_batch_max.def_vmap
+def _batch_max_vmap(axis_size, in_batched, count):
+    del axis_size
+    return (jnp.max(count) if in_batched[0] else count), False
 
 
 def _apply_flat(key: jax.Array, x: jax.Array, record: PartitionRecord) -> jax.Array:
     """Warp float32 noise ``(*G, F)`` by ``record`` (grid ``G = record.shape``, 2D or 3D).
 
-    The Brownian-bridge scatter of DESIGN.md section 2 over the ``prod(G)`` flat cells.
+    The Brownian-bridge scatter of DESIGN.md section 2 over the ``prod(G)`` flat cells. A record
+    with a packed tail (``tail_count``) is applied with the shortest static tail prefix that holds
+    every piece in use (:func:`_tail_sizes`); the tail's normals come in fixed blocks, so every
+    prefix gives the same values and the choice only changes the cost.
+    """
+    sizes = _tail_sizes(record)
+    if len(sizes) == 1:
+        return _apply_pieces(key, x, record, sizes[0])
+    count = _batch_max(record.tail_count)
+    index = sum((count > s).astype(jnp.int32) for s in sizes[:-1])
+    branches = [functools.partial(_apply_pieces, tail=s) for s in sizes]
+    return jax.lax.switch(index, branches, key, x, record)
+
+
+def _apply_pieces(key: jax.Array, x: jax.Array, record: PartitionRecord, tail: int) -> jax.Array:
+    """:func:`_apply_flat` over the head and the first ``tail`` pieces of the tail.
+
+    The head and the tail are separate groups of pieces (no concatenation of their normals);
+    sums over both add the tail's contributions after the head's, in the order a single
+    ``segment_sum`` over the concatenation would.
     """
     n = math.prod(record.shape)
     f = x.shape[-1]
     x = x.reshape(n, f)
-    area = record.area[:, None]
-    k_piece, k_rest, k_fresh = jax.random.split(key, 3)
-    g = _normals(k_piece, record.num_pieces, f)
-    z = jnp.sqrt(area) * g
-    if record.layout == "src":
-        s_sum = z.reshape(n, record.fanout, f).sum(1)
-    else:
-        s_sum = jax.ops.segment_sum(z, record.src, num_segments=n)
+    head = record.num_head
+    k_piece, k_rest, k_fresh, k_tail = jax.random.split(key, 4)
+    groups = []  # (is_head, src, dst, area, normals)
+    if head:
+        g = _random.normals(k_piece, head, f)
+        groups.append((True, record.src[:head], record.dst[:head], record.area[:head], g))
+    if tail:
+        rows = record.tail_block if record.tail_count is not None else None
+        g = _random.normals(k_tail, tail, f, block_rows=rows)
+        sl = slice(head, head + tail)
+        groups.append((False, record.src[sl], record.dst[sl], record.area[sl], g))
+    zs = [jnp.sqrt(area)[:, None] * g for _, _, _, area, g in groups]
+    s_sum = jnp.zeros((n, f), jnp.float32)
+    for (is_head, src, _, _, _), z in zip(groups, zs, strict=True):
+        if is_head and record.layout == "src":
+            s_sum = s_sum + z.reshape(n, record.fanout, f).sum(1)
+        else:
+            s_sum = s_sum + jax.ops.segment_sum(z, src, num_segments=n)
     if not record.normalized:
-        a_src = jax.ops.segment_sum(record.area, record.src, num_segments=n)
+        a_src = sum(jax.ops.segment_sum(a, s, num_segments=n) for _, s, _, a, _ in groups)
         # sqrt is steep at 0: a remainder within float noise of 0 (a fully used source) is 0, so
         # rounding in the areas cannot turn into visible noise (and jit matches eager).
         remainder = 1.0 - a_src
         remainder = jnp.where(remainder > _REMAINDER_EPS, remainder, 0.0)
-        rest = jnp.sqrt(remainder)[:, None]
-        s_sum = s_sum + rest * _normals(k_rest, n, f)
-    x_src = x[record.src]
-    inc = area * x_src + (z - area * s_sum[record.src])
-    # A piece that is its whole cell (area 1) is exactly that cell's value. Under jit, XLA may
-    # evaluate z once inside the s_sum reduction and once here with different rounding, which
-    # would leave a 1-ulp residue and break the exact identity / integer shifts (DESIGN 4.1).
-    inc = jnp.where(area == 1.0, x_src, inc)
-    if record.layout == "dst":
-        y = inc.reshape(n, record.fanout, f).sum(1)
-        a_dst = record.area.reshape(n, record.fanout).sum(1)
-        # A pixel with A_d = 0 has only zero-area pieces, whose normals are used nowhere else:
-        # the first one is its fresh noise, at no extra random cost.
-        fresh = g.reshape(n, record.fanout, f)[:, 0]
-    else:
-        y = jax.ops.segment_sum(inc, record.dst, num_segments=n)
-        a_dst = jax.ops.segment_sum(record.area, record.dst, num_segments=n)
-        fresh = _normals(k_fresh, n, f)
+        s_sum = s_sum + jnp.sqrt(remainder)[:, None] * _random.normals(k_rest, n, f)
+    y = jnp.zeros((n, f), jnp.float32)
+    a_dst = jnp.zeros((n,), jnp.float32)
+    fresh = None
+    for (is_head, src, dst, area, g), z in zip(groups, zs, strict=True):
+        x_src = x[src]
+        a = area[:, None]
+        inc = a * x_src + (z - a * s_sum[src])
+        # A piece that is its whole cell (area 1) is exactly that cell's value. Under jit, XLA may
+        # evaluate z once inside the s_sum reduction and once here with different rounding, which
+        # would leave a 1-ulp residue and break the exact identity / integer shifts (DESIGN 4.1).
+        inc = jnp.where(a == 1.0, x_src, inc)
+        if is_head and record.layout == "dst":
+            y = y + inc.reshape(n, record.fanout, f).sum(1)
+            a_dst = a_dst + area.reshape(n, record.fanout).sum(1)
+            fresh = g.reshape(n, record.fanout, f)[:, 0]
+        elif is_head and record.layout == "dst_slot":
+            y = y + inc.reshape(record.fanout, n, f).sum(0)
+            a_dst = a_dst + area.reshape(record.fanout, n).sum(0)
+            fresh = g[:n]
+        else:
+            y = y + jax.ops.segment_sum(inc, dst, num_segments=n)
+            a_dst = a_dst + jax.ops.segment_sum(area, dst, num_segments=n)
+    if fresh is None:
+        fresh = _random.normals(k_fresh, n, f)
+    # With a destination-major head, a pixel with A_d = 0 has only zero-area head pieces, whose
+    # normals are used nowhere else: the first one is its fresh noise, at no extra random cost.
     ok = (a_dst > 0)[:, None]
     y = jnp.where(ok, y / jnp.sqrt(jnp.where(ok, a_dst[:, None], 1.0)), fresh)
     return y.reshape(tuple(record.shape) + (f,))
