@@ -7,18 +7,23 @@ Here every frame integrates the *same* white-noise field ``W`` of the keyframe p
 composed backward map to the keyframe (frame 0), so rigid motion is reproduced exactly and every
 frame is still exactly white.
 
-The sheet. Each keyframe pixel ``(i, j)`` (also outside the frame: there its value is a fresh
-N(0, 1)) is the root of a quadtree. A node of level ``l`` (side ``2^-l``, area ``A = 4^-l``) with
-value ``V`` splits into 4 children by a Brownian bridge with areas ``1/4`` each, drawn as two nested
+The sheet. Each keyframe pixel ``(i, j)`` (also outside the frame: there its value is a fresh N(0,
+1)) is the root of a quadtree. A node of level ``l`` (side ``2^-l``, area ``A = 4^-l``) with value
+``V`` splits into 4 children by a Brownian bridge with areas ``1/4`` each, drawn as two nested
 halvings: ``top = V/2 + (2^-l / 2) g_0``, ``bottom = V - top``, then each half ``h`` into
 ``left = h/2 + (2^-l / (2 sqrt 2)) g``, ``right = h - left`` (the law of the 4-way bridge:
 conditional covariance ``A (delta_kl / 4 - 1/16)``; children sum to the parent up to one float
-rounding per halving). Keys are threefry key pairs: a root's key is ``fold_in(fold_in(k_tree, i),
-j)``, child ``c = 2 row_bit + col_bit`` has key ``fold_in(node_key, c)`` (threefry of the counter
-``(0, c)``), and the 3 normals per feature of a node's own split are the threefry words of counters
-``(4, j)`` under its key (inverse normal CDF of 23 bits each). So a node's value depends only on
-``(key, keyframe noise, node address)``, never on which other nodes were evaluated or in what order:
-it is the 2D analogue of diffrax's ``VirtualBrownianTree``, and no upsampled field is ever stored.
+rounding per halving). In float32 the second-level halvings use ``(2^-l / 4) q`` with
+``q = sqrt(2) g`` rounded once, so every product is by a power of 2 and a node has the same bits in
+every compiled context, whatever XLA contracts into fused multiply-adds. Keys are threefry key
+pairs: a root's key is ``fold_in(fold_in(k_tree, i), j)``, child ``c = 2 row_bit + col_bit`` has key
+``fold_in(node_key, c)`` (threefry of the counter ``(0, c)``), and the 3 normals per feature of a
+node's own split are the threefry words of counters ``(4, j)`` under its key (inverse normal CDF of
+23 bits each; normal ``s F + f`` drives halving ``s`` of feature ``f``, and normal
+``j < ceil(3F / 2)`` is the first word of counter ``(4, j)``, the others the second words). So a
+node's value depends only on ``(key, keyframe noise, node address)``, never on which other nodes
+were evaluated or in what order: it is the 2D analogue of diffrax's ``VirtualBrownianTree``, and no
+upsampled field is ever stored.
 
 Quadrature. ``R_d`` is approximated by the leaves of depth ``L`` (side ``2^-L``) whose centres lie in
 the polygon through ``psi_t`` of the pixel's corners and edge midpoints (the grid variant's octagon),
@@ -32,7 +37,11 @@ half a leaf) no polygon edge touches is wholly inside or outside, and an inside 
 value at once. Only nodes crossed by the boundary are split, so a pixel costs
 ``O(perimeter x 2^L)`` node splits instead of ``O(4^L)`` leaves. The frontier of boundary nodes of all
 pixels of a block is one flat list of static length per level (``capacity`` times ``2^l + 1`` per
-pixel); nodes beyond it are dropped, the affected pixels are renormalised by the leaves they kept
+pixel, node values stored feature-major); each level first processes only the first
+``_FAST = 3/4`` of it and falls back to the whole list (``lax.cond``) when more nodes are present,
+so the work follows the nodes present and the values are bit-identical either way (under ``vmap``
+the cond runs both branches). Nodes beyond the
+whole list are dropped, the affected pixels are renormalised by the leaves they kept
 (still white, less coherent) and the drop is reported by :func:`lagrangian_frame` with
 ``return_info=True``.
 
@@ -60,10 +69,12 @@ import numbers
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from irwarp import _layout, _sampling
 from irwarp import flows as flows_lib
+from irwarp._random import threefry_words as _threefry_words
+from irwarp._random import u32 as _u32
+from irwarp._random import uniform_normal as _uniform_normal
 from irwarp.records import flow_at_offsets, polygon_offsets
 
 __all__ = [
@@ -86,9 +97,13 @@ _EXTERIOR = 5  # the value of a root outside the keyframe
 _EPS = 1e-3
 # Side (keyframe pixels) of the window of roots searched for each pixel's pre-image.
 _WINDOW = 3
-# Target number of float32 child values per block of pixels (about 32 MiB).
-_BLOCK_FLOATS = 1 << 23
+# Target number of float32 child values per block of pixels (about 4 MiB: small blocks stay in
+# cache; measured faster than 8 or 32 MiB on a 2-core CPU).
+_BLOCK_FLOATS = 1 << 20
 _MAX_DEPTH = 12
+# Fraction of the frontier capacity tried first at each level (lax.cond to the full capacity when
+# the level's nodes do not fit): the work follows the nodes present, not the worst case.
+_FAST = 0.75
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,75 +162,25 @@ def _typed_key(key) -> jax.Array:
     return jax.random.wrap_key_data(key)
 
 
-def _u32(i: jax.Array) -> jax.Array:
-    return jax.lax.bitcast_convert_type(jnp.asarray(i).astype(jnp.int32), jnp.uint32)
-
-
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-
-
-def _threefry(kd: jax.Array, hi, lo) -> tuple[jax.Array, jax.Array]:
-    """Threefry-2x32 (20 rounds) of counters ``(hi, lo)`` under keys ``kd`` ``(..., 2)``; 2 words.
-
-    Bit-identical to ``jax.random``'s threefry (so ``_fold_in`` is ``jax.random.fold_in``), but
-    written out unrolled so that XLA fuses the whole hash with its consumers; jax's CPU lowering
-    runs the rounds as a loop over whole arrays, which is memory-bound here.
-    Reference: Salmon et al., Parallel random numbers: as easy as 1, 2, 3, SC 2011.
-    """
-    return _threefry_words(kd[..., 0], kd[..., 1], hi, lo)
-
-
-def _threefry_words(k1, k2, hi, lo) -> tuple[jax.Array, jax.Array]:
-    """:func:`_threefry` with the key given as its two words ``k1, k2`` (broadcast together)."""
-    k1, k2, x0, x1 = jnp.broadcast_arrays(
-        k1, k2, jnp.asarray(hi, jnp.uint32), jnp.asarray(lo, jnp.uint32)
-    )
-    ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
-    x0 = x0 + ks[0]
-    x1 = x1 + ks[1]
-    for i in range(5):
-        for r in _ROTATIONS[i % 2]:
-            x0 = x0 + x1
-            x1 = (x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))
-            x1 = x0 ^ x1
-        x0 = x0 + ks[(i + 1) % 3]
-        x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
-    return x0, x1
-
-
-def _fold_in(kd: jax.Array, data: jax.Array) -> jax.Array:
-    """``jax.random.fold_in`` on raw threefry key data ``(..., 2)`` with uint32 ``data`` ``(...)``."""
-    return jnp.stack(_threefry(kd, 0, data), axis=-1)
-
-
-def _uniform_normal(bits: jax.Array) -> jax.Array:
-    """N(0, 1) from uint32 words: ``sqrt(2) erfinv((2 k + 1) 2^-23 - 1)``, ``k`` the top 23 bits."""
-    k = (bits >> 9).astype(jnp.float32)
-    u = (2.0 * k + 1.0) * (2.0**-23) - 1.0
-    return math.sqrt(2.0) * jax.lax.erf_inv(u)
-
-
-def _normals(kd: jax.Array, role: int, num: int) -> jax.Array:
-    """``(..., num)`` i.i.d. N(0, 1) from keys ``(..., 2)``: both words of threefry at ``(role, j)``.
+def _normals(k1: jax.Array, k2: jax.Array, role: int, num: int, scale=None) -> jax.Array:
+    """``(num, K)`` i.i.d. N(0, 1) from key words ``k1, k2`` ``(K,)``: threefry at ``(role, j)``.
 
     Normal ``j < ceil(num / 2)`` is the first word of counter ``(role, j)``, normal
     ``ceil(num / 2) + j`` the second word, each by the inverse CDF of its top 23 bits,
-    ``sqrt(2) erfinv((2 k + 1) 2^-23 - 1)``. When ``ceil(num / 2)`` is not a multiple of 8 the hash
-    and the inverse CDF run with the counters on the leading axis (long contiguous rows over the
-    keys, which XLA's CPU backend vectorises; a short odd minor axis runs several times slower) and
-    the result is transposed; the values are the same either way.
+    ``sqrt(2) erfinv((2 k + 1) 2^-23 - 1)``. Planar layout: counters on the leading axis and keys
+    on the minor one, so the hash runs over long contiguous rows, which XLA's CPU backend
+    vectorises (a short minor axis, or a transpose after the hash, runs several times slower).
+    With ``scale`` (``num`` static floats), normal ``j`` is multiplied by ``scale[j]`` (rounded once,
+    in the same fusion as the hash).
     """
     half = -(-num // 2)
-    k1, k2 = kd[..., 0], kd[..., 1]
-    if half % 8 == 0:
-        j = jnp.arange(half, dtype=jnp.uint32)
-        b1, b2 = _threefry_words(k1[..., None], k2[..., None], role, j)
-        return jnp.concatenate([_uniform_normal(b1), _uniform_normal(b2)], axis=-1)[..., :num]
-    j = jnp.arange(half, dtype=jnp.uint32).reshape((half,) + (1,) * k1.ndim)
+    j = jax.lax.broadcasted_iota(jnp.uint32, (half, 1), 0)
     b1, b2 = _threefry_words(k1[None], k2[None], role, j)
     g = jnp.concatenate([_uniform_normal(b1), _uniform_normal(b2)], axis=0)[:num]
-    # The barrier keeps XLA from fusing the hash into the transpose.
-    return jnp.moveaxis(jax.lax.optimization_barrier(g), 0, -1)
+    if scale is not None:
+        g = g * jnp.asarray(scale, jnp.float32)[:, None]
+    # The barrier keeps XLA from fusing (and so recomputing) the hash into every consumer.
+    return jax.lax.optimization_barrier(g)
 
 
 def _tree_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -224,34 +189,40 @@ def _tree_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jax.random.bits(k_tree, (2,), jnp.uint32), k_fresh
 
 
-def _root_keys(kd_tree: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
-    """``fold_in(fold_in(k_tree, i), j)`` ``(..., 2)`` for any integer root ``(i, j)``."""
-    return _fold_in(_fold_in(kd_tree, _u32(rows)), _u32(cols))
+def _root_keys(kd_tree: jax.Array, rows: jax.Array, cols: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Key words of ``fold_in(fold_in(k_tree, i), j)`` for integer roots ``(i, j)`` (any shape)."""
+    a1, a2 = _threefry_words(kd_tree[0], kd_tree[1], 0, _u32(rows))
+    return _threefry_words(a1, a2, 0, _u32(cols))
 
 
-def _root_values(x: jax.Array, keys: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
-    """Root values ``(K, F)``: the keyframe noise inside the frame, fresh N(0, 1) outside it."""
+def _root_values(x: jax.Array, k1, k2, rows: jax.Array, cols: jax.Array) -> jax.Array:
+    """Planar root values ``(F, K)``: keyframe noise inside the frame, fresh N(0, 1) outside."""
     h, w, f = x.shape
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    own = x[jnp.clip(rows, 0, h - 1), jnp.clip(cols, 0, w - 1)]
-    return jnp.where(inside[:, None], own, _normals(keys, _EXTERIOR, f))
+    own = x[jnp.clip(rows, 0, h - 1), jnp.clip(cols, 0, w - 1)].T
+    # Materialised once: fused into its consumers the select with the gather is measured slow.
+    return jax.lax.optimization_barrier(jnp.where(inside, own, _normals(k1, k2, _EXTERIOR, f)))
 
 
-def _split(value: jax.Array, keys: jax.Array, level: int) -> jax.Array:
-    """Children ``(K, 4, F)`` (top-left, top-right, bottom-left, bottom-right) of level-``l`` nodes.
+def _split(value: jax.Array, k1: jax.Array, k2: jax.Array, level: int) -> jax.Array:
+    """Children ``(4, F, K)`` (top-left, top-right, bottom-left, bottom-right) of level-``l`` nodes.
 
-    Nested halvings of the 4-way Brownian bridge with areas 1/4 (module docstring).
+    ``value`` ``(F, K)`` (planar), key words ``k1, k2`` ``(K,)``. Nested halvings of the 4-way
+    Brownian bridge with areas 1/4 (module docstring); normal ``s F + f`` of the node's split
+    drives halving ``s`` of feature ``f``.
     """
-    f = value.shape[-1]
-    # The barrier keeps XLA from fusing (and so recomputing) the hash into every consumer.
-    g = jax.lax.optimization_barrier(_normals(keys, _SPLIT, 3 * f)).reshape(-1, 3, f)
+    f = value.shape[0]
+    # q = (g_0, sqrt(2) g_1, sqrt(2) g_2), each rounded once in the hash's fusion; every product
+    # below is by a power of 2 (exact), so each child has one rounding per halving whatever XLA
+    # contracts into fused multiply-adds, and the same bits in every compiled context.
+    scale = [1.0] * f + [math.sqrt(2.0)] * (2 * f)
+    q = _normals(k1, k2, _SPLIT, 3 * f, scale).reshape(3, f, -1)
     side = 2.0**-level
-    top = 0.5 * value + (0.5 * side) * g[:, 0]
+    top = 0.5 * value + (0.5 * side) * q[0]
     bottom = value - top
-    s = side * (0.5 / math.sqrt(2.0))
-    tl = 0.5 * top + s * g[:, 1]
-    bl = 0.5 * bottom + s * g[:, 2]
-    return jnp.stack([tl, top - tl, bl, bottom - bl], axis=1)
+    tl = 0.5 * top + (0.25 * side) * q[1]  # (side / (2 sqrt 2)) g_1
+    bl = 0.5 * bottom + (0.25 * side) * q[2]
+    return jnp.stack([tl, top - tl, bl, bottom - bl])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,15 +288,15 @@ def node_values(
 def _node_values(key, noise0, rows, cols, sub_rows, sub_cols, *, level: int):
     x, _ = _layout.fold(noise0)
     k_tree, _ = _tree_key(key)
-    keys = _root_keys(k_tree, rows, cols)
-    value = _root_values(x, keys, rows, cols)
+    k1, k2 = _root_keys(k_tree, rows, cols)
+    value = _root_values(x, k1, k2, rows, cols)  # (F, K)
     for m in range(level):
         shift = level - 1 - m
         child = 2 * ((sub_rows >> shift) & 1) + ((sub_cols >> shift) & 1)
-        children = _split(value, keys, m)
-        value = jnp.take_along_axis(children, child[:, None, None], axis=1)[:, 0]
-        keys = _fold_in(keys, _u32(child))
-    return value
+        children = _split(value, k1, k2, m)  # (4, F, K)
+        value = jnp.take_along_axis(children, child[None, None, :], axis=0)[0]
+        k1, k2 = _threefry_words(k1, k2, 0, _u32(child))
+    return value.T
 
 
 # --------------------------------------------------------------------------------------------------
@@ -427,69 +398,106 @@ def _level_capacity(m: int, capacity: float, level: int) -> int:
 # Region integrals over a block of polygons.
 
 
-def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
-    """Leaf sums ``(m, F)``, leaf counts ``(m,)`` and dropped-node counts of ``m`` polygons.
+def _level(front, n, table, *, k: int, k_next: int | None, level: int, depth: int, m: int):
+    """Split the first ``k`` frontier nodes of ``level`` (``n`` of them active) and classify.
 
-    ``verts`` ``(m, V, 2)`` in keyframe coordinates, ``valid`` ``(m,)``.
+    ``front`` is ``(d, gi, gj, value, k1, k2)``: pixel ``(K,)``, node row and column at the level
+    ``(K,)``, planar values ``(F, K)`` and key words ``(K,)``; only the first ``k <= K`` slots are
+    read. Returns the leaf sums ``(m, F)`` and counts ``(m,)`` of the children that are wholly
+    inside, and (unless the children are leaves) the next frontier of length ``k_next`` and its
+    number of nodes.
+    """
+    d, gi, gj, value, k1, k2 = (a[..., :k] for a in front)
+    act = jnp.arange(k) < n
+    children = _split(value, k1, k2, level)  # (4, F, k)
+    # Classify after the split (data dependence through the barrier): XLA's CPU runtime otherwise
+    # runs the two big fusions side by side, which is measured slower than one after the other.
+    children, d = jax.lax.optimization_barrier((children, d))
+    ci = 2 * gi[:, None] + jnp.asarray([0, 0, 1, 1], jnp.int32)  # (k, 4)
+    cj = 2 * gj[:, None] + jnp.asarray([0, 1, 0, 1], jnp.int32)
+    side = 2.0 ** -(level + 1)
+    e = {name: v[d][:, None] for name, v in table.items()}  # (k, 1, V)
+    c_in, c_part = _classify(e, (cj + 0.5) * side, (ci + 0.5) * side, level + 1, depth)
+    # The barrier keeps XLA from fusing (and so recomputing) the classification per feature.
+    c_in, c_part = c_in & act[:, None], c_part & act[:, None]
+    children, c_in, c_part = jax.lax.optimization_barrier((children, c_in, c_part))
+    # Sums over the 4 children written out: XLA's CPU reductions over a short leading axis are
+    # many times slower than the same adds fused elementwise.
+    contrib = functools.reduce(
+        jnp.add, [jnp.where(c_in[:, c], children[c], 0.0) for c in range(4)]
+    )  # (F, k)
+    num = functools.reduce(jnp.add, [c_in[:, c].astype(jnp.int32) for c in range(4)])
+    acc = jax.ops.segment_sum(contrib.T, d, num_segments=m)
+    cnt = jax.ops.segment_sum(num * 4 ** (depth - level - 1), d, num_segments=m)
+    # Materialise the level's sums, so that XLA cannot merge them into the caller's running sum
+    # (a scatter-add into it changes the order of the float additions with the call site).
+    acc = jax.lax.optimization_barrier(acc)
+    if k_next is None:
+        return acc, cnt
+    # Next frontier in (parent, child) order, so it stays sorted by pixel.
+    sel, _, total = _compact(c_part.reshape(-1), k_next)
+    parent, child = sel // 4, sel % 4
+    n1, n2 = _threefry_words(k1[parent], k2[parent], 0, _u32(child))
+    nval = children[child, :, parent].T
+    nxt = (d[parent], ci.reshape(-1)[sel], cj.reshape(-1)[sel], nval, n1, n2)
+    return acc, cnt, nxt, total
+
+
+def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
+    """Leaf sums ``(m, F)``, leaf counts ``(m,)`` and frontier counts of ``m`` polygons.
+
+    ``verts`` ``(m, V, 2)`` in keyframe coordinates, ``valid`` ``(m,)``. Level ``l`` of the
+    frontier has ``_level_capacity(m, capacity, l)`` slots; when its nodes fit the smaller
+    ``_level_capacity(m, _FAST * capacity, l)`` only those slots are processed (``lax.cond``),
+    with bit-identical results.
     """
     m = verts.shape[0]
-    f = x.shape[-1]
-    e_all = _edge_table(verts)
+    table = _edge_table(verts)  # fields (m, V)
     lo = jnp.floor(jnp.min(verts, axis=1)).astype(jnp.int32)  # (m, 2) window origin (x, y)
     hi = jnp.max(verts, axis=1)
     beyond = jnp.any(hi > (lo + _WINDOW).astype(jnp.float32), axis=-1) & valid
-    ar = jnp.arange(_WINDOW, dtype=jnp.int32)
-    rows = jnp.broadcast_to(lo[:, 1, None, None] + ar[:, None], (m, _WINDOW, _WINDOW)).reshape(
-        m, -1
-    )
-    cols = jnp.broadcast_to(lo[:, 0, None, None] + ar[None, :], (m, _WINDOW, _WINDOW)).reshape(
-        m, -1
-    )
-    e_b = {k: v[:, None] for k, v in e_all.items()}
+    ar = jnp.arange(_WINDOW * _WINDOW, dtype=jnp.int32)
+    rows = lo[:, 1, None] + ar // _WINDOW  # (m, 9)
+    cols = lo[:, 0, None] + ar % _WINDOW
+    e_b = {name: v[:, None] for name, v in table.items()}
     inside, partial = _classify(e_b, cols + 0.5, rows + 0.5, 0, depth)
-    inside &= valid[:, None]
-    partial &= valid[:, None]
+    inside = (inside & valid[:, None]).reshape(-1)  # (m 9), pixel-major
+    partial = (partial & valid[:, None]).reshape(-1)
 
     # Roots that are whole or split: their values are needed.
     k0 = _level_capacity(m, capacity, 0)
-    sel, act, total = _compact((inside | partial).reshape(-1), k0)
+    sel, act, total = _compact(inside | partial, k0)
     totals = [total]
-    d = sel // (_WINDOW * _WINDOW)
-    gi, gj = rows.reshape(-1)[sel], cols.reshape(-1)[sel]
-    keys = _root_keys(k_tree, gi, gj)
-    value = _root_values(x, keys, gi, gj)
-    whole = inside.reshape(-1)[sel] & act
-    act = partial.reshape(-1)[sel] & act
-    acc = jax.ops.segment_sum(jnp.where(whole[:, None], value, 0.0), d, num_segments=m)
+    d, r = sel // (_WINDOW * _WINDOW), sel % (_WINDOW * _WINDOW)
+    gi, gj = lo[d, 1] + r // _WINDOW, lo[d, 0] + r % _WINDOW
+    k1, k2 = _root_keys(k_tree, gi, gj)
+    value = _root_values(x, k1, k2, gi, gj)  # (F, k0)
+    whole = inside[sel] & act
+    acc = jax.ops.segment_sum(jnp.where(whole, value, 0.0).T, d, num_segments=m)
     cnt = jax.ops.segment_sum(whole.astype(jnp.int32) * 4**depth, d, num_segments=m)
-
-    child_a = jnp.asarray([0, 0, 1, 1], jnp.int32)
-    child_b = jnp.asarray([0, 1, 0, 1], jnp.int32)
+    # The split roots, compacted: the frontier of level 0.
+    sel, _, n = _compact(partial[sel] & act, k0)
+    front = (d[sel], gi[sel], gj[sel], value[:, sel], k1[sel], k2[sel])
     for level in range(depth):
-        children = _split(value, keys, level)  # (K, 4, F)
-        ci = 2 * gi[:, None] + child_a
-        cj = 2 * gj[:, None] + child_b
-        side = 2.0 ** -(level + 1)
-        e = {k: v[d][:, None] for k, v in e_all.items()}
-        c_in, c_part = _classify(e, (cj + 0.5) * side, (ci + 0.5) * side, level + 1, depth)
-        c_in &= act[:, None]
-        c_part &= act[:, None]
-        acc += jax.ops.segment_sum(
-            jnp.sum(jnp.where(c_in[..., None], children, 0.0), axis=1), d, num_segments=m
-        )
-        cnt += jax.ops.segment_sum(
-            jnp.sum(c_in, axis=1, dtype=jnp.int32) * 4 ** (depth - level - 1), d, num_segments=m
-        )
-        if level + 1 == depth:
-            break
-        k_next = _level_capacity(m, capacity, level + 1)
-        sel, act, total = _compact(c_part.reshape(-1), k_next)
-        totals.append(total)
-        parent, child = sel // 4, sel % 4
-        d = d[parent]
-        gi, gj = ci.reshape(-1)[sel], cj.reshape(-1)[sel]
-        value = children.reshape(-1, f)[sel]
-        keys = _fold_in(keys[parent], _u32(child))
+        last = level + 1 == depth
+        k_big = _level_capacity(m, capacity, level)
+        k_small = _level_capacity(m, _FAST * capacity, level)
+        k_next = None if last else _level_capacity(m, capacity, level + 1)
+        branches = [
+            functools.partial(
+                _level, table=table, k=k, k_next=k_next, level=level, depth=depth, m=m
+            )
+            for k in (k_small, k_big)
+        ]
+        if k_small < k_big:
+            out = jax.lax.cond(n <= k_small, branches[0], branches[1], front, n)
+        else:
+            out = branches[1](front, n)
+        acc += out[0]
+        cnt += out[1]
+        if not last:
+            front, n = out[2], out[3]
+            totals.append(n)
     return acc, cnt, jnp.stack(totals), jnp.sum(beyond)
 
 
@@ -553,7 +561,7 @@ def polygon_integrals(
       capacity: frontier budget, split nodes per polygon per level in units of ``2^l + 1``.
 
     Returns:
-      ``(sums, counts)``: ``(P, ..., C)`` float32 leaf sums (each ``N(0, count 4^-L)``) and
+      ``(sums, counts)``: ``(..., P, C)`` float32 leaf sums (each ``N(0, count 4^-L)``) and
       ``(P,)`` int32 numbers of leaves.
 
     References:

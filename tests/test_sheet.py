@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import irwarp
-from irwarp import flows, sheet, stats
+from irwarp import _layout, flows, sheet, stats
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import reference  # noqa: E402
@@ -36,9 +36,9 @@ def test_threefry_is_jax_fold_in():
     def ref(k, d):
         return jax.random.key_data(jax.random.fold_in(k, d))
 
-    np.testing.assert_array_equal(
-        sheet._fold_in(jax.random.key_data(keys), data), jax.vmap(ref)(keys, data)
-    )
+    kd = jax.random.key_data(keys)
+    got = sheet._threefry_words(kd[:, 0], kd[:, 1], 0, data)
+    np.testing.assert_array_equal(jnp.stack(got, axis=-1), jax.vmap(ref)(keys, data))
 
 
 def _addresses(level, num, seed=0):
@@ -243,6 +243,37 @@ def test_non_finite_flow_gives_fresh_noise_and_jit_matches_eager():
     np.testing.assert_array_equal(np.asarray(again), np.asarray(y))
     legacy = sheet.lagrangian_frame(jax.random.key_data(key), x, flow, depth=2)
     np.testing.assert_array_equal(np.asarray(legacy), np.asarray(y))
+
+
+def test_short_frontier_path_gives_the_values_of_the_full_one(monkeypatch):
+    """Each level first splits only the first _FAST of its frontier (lax.cond to the full length
+    when more nodes are present). Both paths must give bit-identical sums and counts: a mild flow
+    and a strong rotation, so that both the short and the full path are exercised."""
+    h = w = 10
+    depth, capacity = 3, 4.0
+    x, _ = _layout.fold(_noise((2, h, w, 3), seed=8))
+    k_tree, _ = sheet._tree_key(jax.random.key(14))
+    taken = set()
+    for flow in (_const(h, w, 0.37, -0.61), flows.rotation(h, w, 35.0)):
+        verts, valid = sheet._octagons(flow)
+        out = {}
+        for fast in (sheet._FAST, 1.0):
+            monkeypatch.setattr(sheet, "_FAST", fast)
+            # A fresh jit traces with the patched fraction.
+            run = jax.jit(
+                lambda v, ok: sheet._block(k_tree, x, v, ok, depth=depth, capacity=capacity)
+            )
+            out[fast] = [np.asarray(a) for a in run(verts, valid)]
+        monkeypatch.undo()
+        for a, b in zip(out[sheet._FAST], out[1.0], strict=True):
+            np.testing.assert_array_equal(a, b)
+        totals = out[1.0][2]
+        m = verts.shape[0]
+        small = [sheet._level_capacity(m, sheet._FAST * capacity, lv) for lv in range(depth)]
+        big = [sheet._level_capacity(m, capacity, lv) for lv in range(depth)]
+        assert np.all(totals <= big)  # nothing dropped: the comparison is of exact quadratures
+        taken |= {bool(t <= s) for t, s in zip(totals[1:], small[1:], strict=True)}
+    assert taken == {True, False}, "both the short and the full path must be exercised"
 
 
 def test_capacity_overflow_is_reported_and_stays_finite():
