@@ -293,6 +293,33 @@ def _normalise_sources(area: jax.Array, src: jax.Array, n: int, always: bool):
     return area / denom[src], use
 
 
+@jax.custom_batching.custom_vmap
+def _always(probe: jax.Array) -> jax.Array:
+    """``probe == probe`` (True unless NaN); under ``vmap``, one unbatched flag for the batch."""
+    return jnp.all(probe == probe)
+
+
+@_always.def_vmap
+def _always_vmap(axis_size, in_batched, probe):
+    del axis_size, in_batched
+    return jnp.all(probe == probe), False
+
+
+def _materialize(tree, probe: jax.Array):
+    """Returns ``tree`` computed into buffers of its own, never fused into its consumers.
+
+    XLA's CPU pipeline drops ``optimization_barrier`` before fusion, so a large elementwise
+    producer (the edge integrals) gets fused into its consumers, and into a scatter that means its
+    scalar loop: measured 6x slower than computing the values first. A conditional's branch is a
+    computation of its own, so ``lax.cond`` on a flag XLA cannot fold materialises them: the flag
+    is ``probe == probe`` for a float ``probe`` that the caller guarantees finite (XLA cannot
+    prove it, because of NaN); the other branch (zeros, never taken) only has to differ.
+    """
+    return jax.lax.cond(
+        _always(probe), lambda t: t, lambda t: jax.tree_util.tree_map(jnp.zeros_like, t), tree
+    )
+
+
 def _pack_tail(need: jax.Array, planes: list):
     """Packs the pixels flagged by ``need`` ``(N,)`` to the front, in pixel order.
 
@@ -371,8 +398,8 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     ys = [jnp.where(valid, y, float(o[1])) for o, y in zip(offs, ys, strict=True)]
     org_x = jnp.floor(functools.reduce(jnp.minimum, xs))  # (N,) integer offset of the window
     org_y = jnp.floor(functools.reduce(jnp.minimum, ys))
-    lx = [x - org_x for x in xs]
-    ly = [y - org_y for y in ys]
+    # Materialised once (16 planes) instead of recomputed from the flow stencils in every cell.
+    lx, ly = _materialize(([x - org_x for x in xs], [y - org_y for y in ys]), org_x[0])
 
     side = min(cap, 2)
     head = [(b, a) for b in range(side) for a in range(side)]
@@ -392,7 +419,8 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     src_rows = (pix // w + org_y.astype(jnp.int32))[None] + jnp.asarray(rows, jnp.int32)[:, None]
     src_cols = (pix % w + org_x.astype(jnp.int32))[None] + jnp.asarray(cols, jnp.int32)[:, None]
     src, inside = _flat_index(src_rows, src_cols, h, w)  # (K, N)
-    pieces = jnp.where(inside & valid[None], pieces, 0.0)
+    # org_x is finite: invalid vertices were replaced by the static offsets.
+    src, pieces = _materialize((src, jnp.where(inside & valid[None], pieces, 0.0)), org_x[0])
     # The fail-safe: a source asked for more than its area has its pieces divided by the sum.
     use = jax.ops.segment_sum(pieces.reshape(-1), src.reshape(-1), num_segments=n)
     area = pieces / jnp.maximum(use, 1.0)[src]
