@@ -263,23 +263,6 @@ def _window_cells(xs: list, ys: list, cols: np.ndarray, rows: np.ndarray) -> jax
     return out
 
 
-def _window_areas(verts: jax.Array, cap: int) -> jax.Array:
-    """:func:`_window_cells` for stacked vertices ``(..., P, 2)``; returns ``(..., cap, cap)``."""
-    p = verts.shape[-2]
-    lead = verts.shape[:-2]
-    xs = [verts[..., k, 0].reshape(-1) for k in range(p)]
-    ys = [verts[..., k, 1].reshape(-1) for k in range(p)]
-    k = np.arange(cap * cap)
-    cells = _window_cells(xs, ys, k % cap, k // cap)  # (cap * cap, N)
-    return jnp.moveaxis(cells, 0, -1).reshape(lead + (cap, cap))
-
-
-def _shoelace(verts: jax.Array) -> jax.Array:
-    px, py = verts[..., 0], verts[..., 1]
-    qx, qy = jnp.roll(px, -1, axis=-1), jnp.roll(py, -1, axis=-1)
-    return 0.5 * jnp.sum(px * qy - qx * py, axis=-1)
-
-
 def _flat_index(rows: jax.Array, cols: jax.Array, h: int, w: int):
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     idx = jnp.clip(rows, 0, h - 1) * w + jnp.clip(cols, 0, w - 1)
