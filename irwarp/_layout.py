@@ -1,4 +1,4 @@
-"""Folding leading dims and channels into one feature axis (shared by warp and sheet)."""
+"""Leading (batch) dims: folding them into one feature axis (warp, sheet), batch-wide flags."""
 
 from __future__ import annotations
 
@@ -26,3 +26,20 @@ def fold(noise: jax.Array, nd: int = 2) -> tuple[jax.Array, Callable[[jax.Array]
         return y.reshape(lead + y.shape[1:-1] + (c,)).astype(dtype)
 
     return x, unfold
+
+
+@jax.custom_batching.custom_vmap
+def batch_max(value: jax.Array) -> jax.Array:
+    """Identity on a scalar; under ``vmap`` the maximum over the batch, returned unbatched.
+
+    Lets a data-dependent ``lax.switch`` / ``lax.cond`` stay one branch for a whole batch instead of
+    becoming a ``select`` over every branch (what ``vmap`` does with a batched index). Callers use
+    it only where every branch gives the same values, so it changes the cost, not the result.
+    """
+    return value
+
+
+@batch_max.def_vmap
+def _batch_max_vmap(axis_size, in_batched, value):
+    del axis_size
+    return (jnp.max(value) if in_batched[0] else value), False

@@ -103,7 +103,7 @@ def normals(key: jax.Array, m: int, f: int, *, block_rows: int | None = None) ->
     per_block = rows * f
     half = -(-per_block // 2)
     nblocks = -(-m // rows)
-    if nblocks * half >= 2**32 or nblocks >= 2**32:
+    if half >= 2**32 or nblocks >= 2**32:  # each counter word is 32 bits
         raise ValueError(f"too many random numbers requested: {m} x {f}")
     k1, k2 = key_words(key)
     c = jax.lax.broadcasted_iota(jnp.uint32, (nblocks, half), 0)

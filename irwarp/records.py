@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from irwarp import _sampling
+from irwarp import _layout, _sampling
 
 __all__ = [
     "PartitionRecord",
@@ -276,18 +276,6 @@ def _normalise_sources(area: jax.Array, src: jax.Array, n: int, always: bool):
     return area / denom[src], use
 
 
-@jax.custom_batching.custom_vmap
-def _always(probe: jax.Array) -> jax.Array:
-    """``probe == probe`` (True unless NaN); under ``vmap``, one unbatched flag for the batch."""
-    return jnp.all(probe == probe)
-
-
-@_always.def_vmap
-def _always_vmap(axis_size, in_batched, probe):
-    del axis_size, in_batched
-    return jnp.all(probe == probe), False
-
-
 def _materialize(tree, probe: jax.Array):
     """Returns ``tree`` computed into buffers of its own, never fused into its consumers.
 
@@ -295,11 +283,13 @@ def _materialize(tree, probe: jax.Array):
     producer (the edge integrals) gets fused into its consumers, and into a scatter that means its
     scalar loop: measured 6x slower than computing the values first. A conditional's branch is a
     computation of its own, so ``lax.cond`` on a flag XLA cannot fold materialises them: the flag
-    is ``probe == probe`` for a float ``probe`` that the caller guarantees finite (XLA cannot
-    prove it, because of NaN); the other branch (zeros, never taken) only has to differ.
+    is "``probe`` is not NaN" for a float ``probe`` that the caller guarantees finite (XLA cannot
+    prove it); the other branch (zeros, never taken) only has to differ. Under ``vmap`` the flag is
+    one for the whole batch (:func:`irwarp._layout.batch_max`), so the cond stays a cond.
     """
+    keep = jnp.logical_not(_layout.batch_max(probe != probe))
     return jax.lax.cond(
-        _always(probe), lambda t: t, lambda t: jax.tree_util.tree_map(jnp.zeros_like, t), tree
+        keep, lambda t: t, lambda t: jax.tree_util.tree_map(jnp.zeros_like, t), tree
     )
 
 

@@ -142,23 +142,6 @@ def _tail_sizes(record: PartitionRecord) -> tuple[int, ...]:
     return tuple(sorted({min(block, total), min(4 * block, total), total}))
 
 
-@jax.custom_batching.custom_vmap
-def _batch_max(count: jax.Array) -> jax.Array:
-    """Identity; under ``vmap`` it returns the maximum over the batch, unbatched.
-
-    So the tail prefix picked by :func:`_apply_flat` is one branch for the whole batch instead of
-    every branch for every example (which is what ``vmap`` of ``lax.switch`` on a batched index
-    does). Every branch gives the same values, so this changes only the cost.
-    """
-    return count
-
-
-@_batch_max.def_vmap
-def _batch_max_vmap(axis_size, in_batched, count):
-    del axis_size
-    return (jnp.max(count) if in_batched[0] else count), False
-
-
 def _apply_flat(key: jax.Array, x: jax.Array, record: PartitionRecord) -> jax.Array:
     """Warp float32 noise ``(*G, F)`` by ``record`` (grid ``G = record.shape``, 2D or 3D).
 
@@ -170,7 +153,7 @@ def _apply_flat(key: jax.Array, x: jax.Array, record: PartitionRecord) -> jax.Ar
     sizes = _tail_sizes(record)
     if len(sizes) == 1:
         return _apply_pieces(key, x, record, sizes[0])
-    count = _batch_max(record.tail_count)
+    count = _layout.batch_max(record.tail_count)
     index = sum((count > s).astype(jnp.int32) for s in sizes[:-1])
     branches = [functools.partial(_apply_pieces, tail=s) for s in sizes]
     return jax.lax.switch(index, branches, key, x, record)
