@@ -184,7 +184,7 @@ def _apply_pieces(key: jax.Array, x: jax.Array, record: PartitionRecord, tail: i
     s_sum = jnp.zeros((n, f), jnp.float32)
     for (is_head, src, _, _, _), z in zip(groups, zs, strict=True):
         if is_head and record.layout == "src":
-            s_sum = s_sum + z.reshape(n, record.fanout, f).sum(1)
+            s_sum = s_sum + _layout.group_sum(z, record.fanout, major=False)
         else:
             s_sum = s_sum + jax.ops.segment_sum(z, src, num_segments=n)
     if not record.normalized:
@@ -206,12 +206,12 @@ def _apply_pieces(key: jax.Array, x: jax.Array, record: PartitionRecord, tail: i
         # would leave a 1-ulp residue and break the exact identity / integer shifts (DESIGN 4.1).
         inc = jnp.where(a == 1.0, x_src, inc)
         if is_head and record.layout == "dst":
-            y = y + inc.reshape(n, record.fanout, f).sum(1)
-            a_dst = a_dst + area.reshape(n, record.fanout).sum(1)
+            y = y + _layout.group_sum(inc, record.fanout, major=False)
+            a_dst = a_dst + _layout.group_sum(area, record.fanout, major=False)
             fresh = g.reshape(n, record.fanout, f)[:, 0]
         elif is_head and record.layout == "dst_slot":
-            y = y + inc.reshape(record.fanout, n, f).sum(0)
-            a_dst = a_dst + area.reshape(record.fanout, n).sum(0)
+            y = y + _layout.group_sum(inc, record.fanout, major=True)
+            a_dst = a_dst + _layout.group_sum(area, record.fanout, major=True)
             fresh = g[:n]
         else:
             y = y + jax.ops.segment_sum(inc, dst, num_segments=n)
