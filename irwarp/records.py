@@ -158,6 +158,40 @@ def _lattice_weights(t: float) -> tuple[float, float, float]:
     return (0.0, 1.5 - t, t - 0.5)
 
 
+def _padded_flow(flow: jax.Array):
+    """Edge-padded planes ``(H + 2, W + 2)``: dx and dy (0 where non-finite) and the finite mask."""
+    finite = jnp.all(jnp.isfinite(flow), -1)
+    pad = ((1, 1), (1, 1))
+    fx = jnp.pad(jnp.where(finite, flow[..., 0], 0.0), pad, mode="edge")
+    fy = jnp.pad(jnp.where(finite, flow[..., 1], 0.0), pad, mode="edge")
+    m = jnp.pad(finite.astype(flow.dtype), pad, mode="edge")
+    return fx, fy, m
+
+
+def _stencil(padded, ox: float, oy: float, rows: int, cols: int) -> tuple[jax.Array, jax.Array]:
+    """Flow at ``(j + ox, i + oy)`` for ``i < rows``, ``j < cols``: planes ``(rows, cols)``.
+
+    Bilinear between pixel centres with the static weights of :func:`_lattice_weights`, on the
+    edge-padded planes of :func:`_padded_flow` (``rows <= H + 1``, ``cols <= W + 1``). Non-finite
+    samples are left out and the weights renormalised; NaN where none is finite.
+    """
+    fx, fy, m = padded
+    wx, wy = _lattice_weights(float(ox)), _lattice_weights(float(oy))
+    num_x = num_y = den = 0.0
+    for db, cy in enumerate(wy):
+        for da, cx in enumerate(wx):
+            c = cx * cy
+            if c == 0.0:
+                continue
+            sl = (slice(db, db + rows), slice(da, da + cols))
+            num_x = num_x + c * fx[sl]
+            num_y = num_y + c * fy[sl]
+            den = den + c * m[sl]
+    ok = den > 0
+    safe = jnp.where(ok, den, 1.0)
+    return jnp.where(ok, num_x / safe, jnp.nan), jnp.where(ok, num_y / safe, jnp.nan)
+
+
 def _flow_planes(flow: jax.Array, offsets: np.ndarray) -> tuple[list, list]:
     """Planar core of :func:`flow_at_offsets`: lists of ``P`` planes ``(H, W)`` for dx and dy.
 
@@ -165,29 +199,58 @@ def _flow_planes(flow: jax.Array, offsets: np.ndarray) -> tuple[list, list]:
     or 8 vectorises several times worse.
     """
     h, w = flow.shape[:2]
-    finite = jnp.all(jnp.isfinite(flow), -1)
-    pad = ((1, 1), (1, 1))
-    fx = jnp.pad(jnp.where(finite, flow[..., 0], 0.0), pad, mode="edge")
-    fy = jnp.pad(jnp.where(finite, flow[..., 1], 0.0), pad, mode="edge")
-    m = jnp.pad(finite.astype(flow.dtype), pad, mode="edge")
-    out_x, out_y = [], []
-    for ox, oy in np.asarray(offsets, np.float64):
-        wx, wy = _lattice_weights(float(ox)), _lattice_weights(float(oy))
-        num_x = num_y = den = 0.0
-        for db, cy in enumerate(wy):
-            for da, cx in enumerate(wx):
-                c = cx * cy
-                if c == 0.0:
-                    continue
-                sl = (slice(db, db + h), slice(da, da + w))
-                num_x = num_x + c * fx[sl]
-                num_y = num_y + c * fy[sl]
-                den = den + c * m[sl]
-        ok = den > 0
-        safe = jnp.where(ok, den, 1.0)
-        out_x.append(jnp.where(ok, num_x / safe, jnp.nan))
-        out_y.append(jnp.where(ok, num_y / safe, jnp.nan))
-    return out_x, out_y
+    padded = _padded_flow(flow)
+    planes = [_stencil(padded, ox, oy, h, w) for ox, oy in np.asarray(offsets, np.float64)]
+    return [p[0] for p in planes], [p[1] for p in planes]
+
+
+def _polygon_vertices(flow: jax.Array, edge_points: int) -> tuple[list, list]:
+    """Flow at the :func:`polygon_offsets` points of every pixel, from grids shared by neighbours.
+
+    A pixel's corner or edge point is also a point of the pixels next to it, so the flow is
+    evaluated once per lattice point: the corners ``(H + 1, W + 1)``, and for each interior edge
+    fraction ``t`` the points ``(j + t, I)`` on horizontal edges ``(H + 1, W)`` and ``(J, i + t)``
+    on vertical edges ``(H, W + 1)``; each pixel's points are shifted slices of those grids. The
+    weights are those of :func:`_flow_planes`, term by term, so the values are the same.
+
+    Returns:
+      Two lists of ``4 * edge_points`` planes ``(H, W)``: dx and dy at the polygon's points, in
+      the order of :func:`polygon_offsets`.
+    """
+    return _grid_points(_vertex_grids(flow, edge_points), edge_points, flow.shape[:2])
+
+
+def _vertex_grids(flow: jax.Array, edge_points: int) -> dict:
+    """The lattice grids of :func:`_polygon_vertices`: ``{"corner": (dx, dy), "h1": ..., ...}``."""
+    h, w = flow.shape[:2]
+    n = edge_points
+    padded = _padded_flow(flow)
+    frac = [float(np.float32(k / n)) for k in range(n)]
+    grids = {"corner": _stencil(padded, 0.0, 0.0, h + 1, w + 1)}
+    for k in range(1, n):
+        grids[f"h{k}"] = _stencil(padded, frac[k], 0.0, h + 1, w)
+        grids[f"v{k}"] = _stencil(padded, 0.0, frac[k], h, w + 1)
+    return grids
+
+
+def _grid_points(grids: dict, edge_points: int, shape: tuple[int, int]) -> tuple[list, list]:
+    """Each pixel's polygon points as shifted slices of :func:`_vertex_grids`."""
+    h, w = shape
+    n = edge_points
+
+    def cut(name, i0, j0):
+        return tuple(g[i0 : i0 + h, j0 : j0 + w] for g in grids[name])
+
+    points = []
+    for k in range(n):  # top edge, left to right
+        points.append(cut("corner", 0, 0) if k == 0 else cut(f"h{k}", 0, 0))
+    for k in range(n):  # right edge, top to bottom
+        points.append(cut("corner", 0, 1) if k == 0 else cut(f"v{k}", 0, 1))
+    for k in range(n):  # bottom edge, right to left
+        points.append(cut("corner", 1, 1) if k == 0 else cut(f"h{n - k}", 1, 0))
+    for k in range(n):  # left edge, bottom to top
+        points.append(cut("corner", 1, 0) if k == 0 else cut(f"v{n - k}", 0, 0))
+    return [p[0] for p in points], [p[1] for p in points]
 
 
 def flow_at_offsets(flow: jax.Array, offsets: np.ndarray) -> jax.Array:
@@ -221,19 +284,20 @@ def _window_cells(xs: list, ys: list, cols: np.ndarray, rows: np.ndarray) -> jax
     get exact 0 and 1, so cells the polygon misses get exact zeros up to the telescoping of edge
     widths.
 
-    The cells form the leading axis of every intermediate (``(K, N)`` with long rows), so XLA's CPU
-    backend vectorises the whole computation and writes the result without a concatenation.
+    The cells form the leading axis of every intermediate (``(K, *S)`` with long rows), so XLA's
+    CPU backend vectorises the whole computation and writes the result without a concatenation.
 
     Args:
-      xs, ys: ``P`` arrays of shape ``(N,)``: the polygons' vertices in window coordinates (cell
-        ``(b, a)`` is ``[a, a+1] x [b, b+1]``), in order.
+      xs, ys: ``P`` arrays of one shape ``S`` (e.g. ``(N,)`` or ``(H, W)``): the polygons'
+        vertices in window coordinates (cell ``(b, a)`` is ``[a, a+1] x [b, b+1]``), in order.
       cols, rows: static ``(K,)`` integer cell coordinates ``a`` and ``b``.
 
     Returns:
-      ``(K, N)`` signed areas.
+      ``(K, *S)`` signed areas.
     """
-    a = jnp.asarray(np.asarray(cols, np.float32))[:, None]
-    b = jnp.asarray(np.asarray(rows, np.float32))[:, None]
+    lead = (len(cols),) + (1,) * xs[0].ndim
+    a = jnp.asarray(np.asarray(cols, np.float32)).reshape(lead)
+    b = jnp.asarray(np.asarray(rows, np.float32)).reshape(lead)
     p = len(xs)
     out = 0.0
     for k in range(p):
@@ -358,25 +422,29 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     n = h * w
     flow = _sampling.sanitize_flow(flow, h, w)
     offs = polygon_offsets(npts)
-    fxs, fys = _flow_planes(flow, offs)
-    # Vertices relative to the pixel's top-left corner, flat (N,).
-    xs = [float(o[0]) + f.reshape(n) for o, f in zip(offs, fxs, strict=True)]
-    ys = [float(o[1]) + f.reshape(n) for o, f in zip(offs, fys, strict=True)]
+    # The flow at every lattice point once (corners and edge points are shared by neighbouring
+    # pixels), materialised: XLA would otherwise fuse the stencils into every consumer.
+    grids = _vertex_grids(flow, npts)
+    corner = flow[0, 0, 0]
+    grids = _materialize(grids, jnp.where(jnp.isnan(corner), 0.0, corner))
+    fxs, fys = _grid_points(grids, npts, (h, w))
+    # Vertices relative to the pixel's top-left corner, planes (H, W).
+    xs = [float(o[0]) + f for o, f in zip(offs, fxs, strict=True)]
+    ys = [float(o[1]) + f for o, f in zip(offs, fys, strict=True)]
     # A pixel whose own flow is non-finite is disoccluded even where its polygon's points, which
     # interpolate neighbouring flows, are finite.
-    valid = jnp.all(jnp.isfinite(flow), -1).reshape(n)
+    valid = jnp.isfinite(flow[..., 0]) & jnp.isfinite(flow[..., 1])
     for x, y in zip(xs, ys, strict=True):
         valid = valid & jnp.isfinite(x) & jnp.isfinite(y)
-    xs = [jnp.where(valid, x, float(o[0])) for o, x in zip(offs, xs, strict=True)]
-    ys = [jnp.where(valid, y, float(o[1])) for o, y in zip(offs, ys, strict=True)]
-    org_x = jnp.floor(functools.reduce(jnp.minimum, xs))  # (N,) integer offset of the window
+    org_x = jnp.floor(functools.reduce(jnp.minimum, xs))  # (H, W) integer offset of the window
     org_y = jnp.floor(functools.reduce(jnp.minimum, ys))
-    # Materialised once (16 vertex planes, the window origin and the validity) instead of
-    # recomputed from the flow stencils in every cell and in every use of the origin (XLA fuses
-    # the whole stencil chain into each consumer: 90 ms of recomputation at 1024^2).
-    lx, ly, org_x, org_y, valid = _materialize(
-        ([x - org_x for x in xs], [y - org_y for y in ys], org_x, org_y, valid), org_x[0]
-    )
+    # An invalid pixel's window and polygon are those of the identity (it gets no pieces anyway).
+    org_x = jnp.where(valid, org_x, 0.0)
+    org_y = jnp.where(valid, org_y, 0.0)
+    # Materialised (3 planes) so that the cells below read them instead of recomputing them.
+    org_x, org_y, valid = _materialize((org_x, org_y, valid), org_x[0, 0])
+    lx = [jnp.where(valid, x - org_x, float(o[0])) for o, x in zip(offs, xs, strict=True)]
+    ly = [jnp.where(valid, y - org_y, float(o[1])) for o, y in zip(offs, ys, strict=True)]
 
     side = min(cap, 2)
     head = [(b, a) for b in range(side) for a in range(side)]
@@ -384,19 +452,27 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     order = head + tail
     rows = np.array([c[0] for c in order])
     cols = np.array([c[1] for c in order])
-    pix = jnp.arange(n, dtype=jnp.int32)
-    src_rows = (pix // w + org_y.astype(jnp.int32))[None] + jnp.asarray(rows, jnp.int32)[:, None]
-    src_cols = (pix % w + org_x.astype(jnp.int32))[None] + jnp.asarray(cols, jnp.int32)[:, None]
-    src, inside = _flat_index(src_rows, src_cols, h, w)  # (K, N)
-    pieces = jnp.clip(jnp.abs(_window_cells(lx, ly, cols, rows)), 0.0, 1.0)  # (K, N)
+    k_cells = len(order)
+    row_ids = jax.lax.broadcasted_iota(jnp.int32, (h, w), 0) + org_y.astype(jnp.int32)
+    col_ids = jax.lax.broadcasted_iota(jnp.int32, (h, w), 1) + org_x.astype(jnp.int32)
+    src_rows = row_ids[None] + jnp.asarray(rows, jnp.int32)[:, None, None]
+    src_cols = col_ids[None] + jnp.asarray(cols, jnp.int32)[:, None, None]
+    src, inside = _flat_index(src_rows, src_cols, h, w)  # (K, H, W)
+    pieces = jnp.clip(jnp.abs(_window_cells(lx, ly, cols, rows)), 0.0, 1.0)  # (K, H, W)
     pieces = jnp.where(pieces < _GRID_AREA_EPS, 0.0, pieces)
-    # org_x is finite: invalid vertices were replaced by the static offsets.
-    src, inside, pieces = _materialize((src, inside & valid[None], pieces), org_x[0])
+    # org_x is finite: invalid pixels have the origin 0.
+    src, inside, pieces = _materialize((src, inside & valid[None], pieces), org_x[0, 0])
+    src = src.reshape(k_cells, n)
+    inside = inside.reshape(k_cells, n)
+    pieces = pieces.reshape(k_cells, n)
+    lx = [v.reshape(n) for v in lx]
+    ly = [v.reshape(n) for v in ly]
+    valid = valid.reshape(n)
 
     fits = (functools.reduce(jnp.maximum, lx) <= cap) & (functools.reduce(jnp.maximum, ly) <= cap)
     p = len(lx)
     shoelace = 0.5 * sum(lx[k] * ly[(k + 1) % p] - lx[(k + 1) % p] * ly[k] for k in range(p))
-    kept = _layout.group_sum(pieces, len(order), major=True)[0]
+    kept = _layout.group_sum(pieces, k_cells, major=True)[0]
     overflow = jnp.where(fits, 0.0, jnp.maximum(jnp.abs(shoelace) - kept, 0.0))
     overflow = jnp.where(valid, overflow, 0.0).reshape(h, w)
 
@@ -408,7 +484,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     fanout = len(head)
     rec_src = src[:fanout].reshape(-1)
     rec_area = area[:fanout].reshape(-1)
-    rec_dst = jnp.tile(pix, fanout)
+    rec_dst = jnp.tile(jnp.arange(n, dtype=jnp.int32), fanout)
     tail_count, tail_block = None, 0
     if tail:
         nt = len(tail)
