@@ -80,6 +80,29 @@ def key_words(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return kd[0], kd[1]
 
 
+def _pairs(key: jax.Array, nblocks: int, half: int) -> jax.Array:
+    """``(nblocks, half)`` complex64: N(0, 1) from both threefry words of counters ``(c, i)``."""
+    if half >= 2**32 or nblocks >= 2**32:  # each counter word is 32 bits
+        raise ValueError(f"too many random numbers requested: {nblocks} blocks of {2 * half}")
+    k1, k2 = key_words(key)
+
+    def draw(k1, k2):
+        c = jax.lax.broadcasted_iota(jnp.uint32, (nblocks, half), 0)
+        i = jax.lax.broadcasted_iota(jnp.uint32, (nblocks, half), 1)
+        b1, b2 = threefry_words(k1, k2, c, i)
+        # Both words of a counter as one complex64 element: XLA's loop fusion computes one output
+        # element at a time, so two float outputs would each hash the counter (measured 1.35x
+        # the time of this for 16M normals).
+        return jax.lax.complex(uniform_normal(b1), uniform_normal(b2))
+
+    # Drawn inside a conditional (both branches the same draw) so that the normals are a buffer of
+    # their own: XLA's CPU pipeline drops optimization_barrier before fusion and then fuses the
+    # hash into every consumer, where it is recomputed element by element (measured 4x slower for
+    # 4M normals). The flag is one for a whole batch under vmap, so the cond stays a cond.
+    flag = _layout.batch_max((k1 >> 31).astype(jnp.int32)) == 0
+    return jax.lax.cond(flag, draw, draw, k1, k2)
+
+
 def normals(key: jax.Array, m: int, f: int, *, block_rows: int | None = None) -> jax.Array:
     """``(m, f)`` i.i.d. N(0, 1) float32 from ``key``.
 
@@ -105,28 +128,38 @@ def normals(key: jax.Array, m: int, f: int, *, block_rows: int | None = None) ->
     per_block = rows * f
     half = -(-per_block // 2)
     nblocks = -(-m // rows)
-    if half >= 2**32 or nblocks >= 2**32:  # each counter word is 32 bits
-        raise ValueError(f"too many random numbers requested: {m} x {f}")
-    k1, k2 = key_words(key)
+    pairs = _pairs(key, nblocks, half)
+    # Consumers read this view straight from the complex buffer (a cheap fused select).
+    g = jnp.stack([jnp.real(pairs), jnp.imag(pairs)], axis=1).reshape(nblocks, 2 * half)
+    if 2 * half != per_block:
+        g = g[:, :per_block]
+    g = g.reshape(-1)
+    if g.shape[0] != m * f:
+        g = g[: m * f]
+    return g.reshape(m, f)
 
-    def draw(k1, k2):
-        c = jax.lax.broadcasted_iota(jnp.uint32, (nblocks, half), 0)
-        i = jax.lax.broadcasted_iota(jnp.uint32, (nblocks, half), 1)
-        b1, b2 = threefry_words(k1, k2, c, i)
-        # Stacked (not concatenated) halves: XLA fuses the hash, both halves and the reshape into
-        # one loop writing the output once; a concatenation kept a second full-size buffer (64 MB
-        # and 1.5x the time for 16M values).
-        g = jnp.stack([uniform_normal(b1), uniform_normal(b2)], axis=1).reshape(nblocks, 2 * half)
-        if 2 * half != per_block:
-            g = g[:, :per_block]
-        g = g.reshape(-1)
-        if g.shape[0] != m * f:
-            g = g[: m * f]
-        return g.reshape(m, f)
 
-    # Drawn inside a conditional (both branches the same draw) so that the normals are a buffer of
-    # their own: XLA's CPU pipeline drops optimization_barrier before fusion and then fuses the
-    # hash into every consumer, where it is recomputed element by element (measured 4x slower for
-    # 4M normals). The flag is one for a whole batch under vmap, so the cond stays a cond.
-    flag = _layout.batch_max((k1 >> 31).astype(jnp.int32)) == 0
-    return jax.lax.cond(flag, draw, draw, k1, k2)
+def normal_slots(key: jax.Array, n: int, f: int, slots: int) -> list[jax.Array]:
+    """``normals(key, slots * n, f)`` cut into ``slots`` consecutive ``(n, f)`` row blocks.
+
+    The same values, but each block is read directly from the real or the imaginary part of the
+    complex buffer of draws where it lies in one of them, so that XLA fuses it into each consumer
+    instead of materialising the whole ``(slots * n, f)`` view first (64 MB at 16M normals).
+    """
+    m = slots * n
+    if m == 0 or f == 0 or (m * f) % 2:
+        g = normals(key, m, f)
+        return [g[s * n : (s + 1) * n] for s in range(slots)]
+    half_rows, odd = divmod(m * f // 2, f)
+    pairs = _pairs(key, 1, m * f // 2)
+    out = []
+    for s in range(slots):
+        lo, hi = s * n, (s + 1) * n
+        if not odd and hi <= half_rows:
+            out.append(jnp.real(pairs).reshape(half_rows, f)[lo:hi])
+        elif not odd and lo >= half_rows:
+            out.append(jnp.imag(pairs).reshape(half_rows, f)[lo - half_rows : hi - half_rows])
+        else:
+            flat = jnp.concatenate([jnp.real(pairs)[0], jnp.imag(pairs)[0]])
+            out.append(flat[lo * f : hi * f].reshape(n, f))
+    return out

@@ -167,17 +167,17 @@ def _apply_flat(
     parts = []  # (src or None for the identity, dst or None, area, normals), n rows each
     fresh = None
     if head:
-        g = _random.normals(k_piece, head, f)
-        src, dst, area = record.src[:head], record.dst[:head], record.area[:head]
         k = record.fanout
-        for slot in range(k):
+        gs = _random.normal_slots(k_piece, n, f, k)  # slot-major, whatever the layout
+        src, dst, area = record.src[:head], record.dst[:head], record.area[:head]
+        for slot, g in enumerate(gs):
             if record.layout == "dst_slot":
                 sl = slice(slot * n, (slot + 1) * n)
-                parts.append((src[sl], None, area[sl], g[sl]))
+                parts.append((src[sl], None, area[sl], g))
             elif record.layout == "dst":
-                parts.append((src[slot::k], None, area[slot::k], g[slot::k]))
+                parts.append((src[slot::k], None, area[slot::k], g))
             else:  # "src"
-                parts.append((None, dst[slot::k], area[slot::k], g[slot::k]))
+                parts.append((None, dst[slot::k], area[slot::k], g))
         if record.layout in ("dst", "dst_slot"):
             # A pixel with A_d = 0 has only zero-area head pieces, whose normals are used nowhere
             # else: the first one is its fresh noise, at no extra random cost.

