@@ -37,13 +37,12 @@ half a leaf) no polygon edge touches is wholly inside or outside, and an inside 
 value at once. Only nodes crossed by the boundary are split, so a pixel costs
 ``O(perimeter x 2^L)`` node splits instead of ``O(4^L)`` leaves. The frontier of boundary nodes of all
 pixels of a block is one flat list of static length per level (``capacity`` times ``2^l + 1`` per
-pixel, node values stored feature-major); each level first processes only the first
-``_FAST = 3/4`` of it and falls back to the whole list (``lax.cond``) when more nodes are present,
+pixel, node values stored feature-major); each level processes only the shortest prefix of it
+that holds its nodes, among ``_FAST = (1/2, 5/8, 3/4)`` of it and the whole list (``lax.switch``),
 so the work follows the nodes present and the values are bit-identical either way (under ``vmap``
-the cond runs both branches). Nodes beyond the
-whole list are dropped, the affected pixels are renormalised by the leaves they kept
-(still white, less coherent) and the drop is reported by :func:`lagrangian_frame` with
-``return_info=True``.
+the switch runs every branch). Nodes beyond the whole list are dropped, the affected pixels are
+renormalised by the leaves they kept (still white, less coherent) and the drop is reported by
+:func:`lagrangian_frame` with ``return_info=True``.
 
 Keyframes. The keyframe plane extends beyond the frame (virtual roots), so content entering the
 frame is coherent too. What the sheet cannot follow is a pre-image that stops being a valid region
@@ -75,7 +74,7 @@ from irwarp import flows as flows_lib
 from irwarp._random import threefry_words as _threefry_words
 from irwarp._random import u32 as _u32
 from irwarp._random import uniform_normal as _uniform_normal
-from irwarp.records import flow_at_offsets, polygon_offsets
+from irwarp.records import _materialize, flow_at_offsets, polygon_offsets
 
 __all__ = [
     "node_values",
@@ -101,9 +100,12 @@ _WINDOW = 3
 # cache; measured faster than 8 or 32 MiB on a 2-core CPU).
 _BLOCK_FLOATS = 1 << 20
 _MAX_DEPTH = 12
-# Fraction of the frontier capacity tried first at each level (lax.cond to the full capacity when
-# the level's nodes do not fit): the work follows the nodes present, not the worst case.
-_FAST = 0.75
+# Fractions of the frontier capacity offered at each level besides the full capacity; the level
+# processes the shortest one that holds its nodes (lax.switch), so the work follows the nodes
+# present, not the worst case. Typical use at L = 4 is 50-70% of the capacity per level.
+# (0.5, 0.625, 0.75) ran a frame about 10 % faster than (0.75,) but more than doubled compile time
+# (13.9 s against 5.7 s for a depth-4 sequence at 12x12; the sheet tests 196 s against 124 s).
+_FAST = (0.75,)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,7 +164,9 @@ def _typed_key(key) -> jax.Array:
     return jax.random.wrap_key_data(key)
 
 
-def _normals(k1: jax.Array, k2: jax.Array, role: int, num: int, scale=None) -> jax.Array:
+def _normals(
+    k1: jax.Array, k2: jax.Array, role: int, num: int, scale=None, probe=None
+) -> jax.Array:
     """``(num, K)`` i.i.d. N(0, 1) from key words ``k1, k2`` ``(K,)``: threefry at ``(role, j)``.
 
     Normal ``j < ceil(num / 2)`` is the first word of counter ``(role, j)``, normal
@@ -170,13 +174,25 @@ def _normals(k1: jax.Array, k2: jax.Array, role: int, num: int, scale=None) -> j
     ``sqrt(2) erfinv((2 k + 1) 2^-23 - 1)``. Planar layout: counters on the leading axis and keys
     on the minor one, so the hash runs over long contiguous rows, which XLA's CPU backend
     vectorises (a short minor axis, or a transpose after the hash, runs several times slower).
-    With ``scale`` (``num`` static floats), normal ``j`` is multiplied by ``scale[j]`` (rounded once,
-    in the same fusion as the hash).
+    With ``scale`` (``num`` static floats), normal ``j`` is multiplied by ``scale[j]`` (rounded once).
+
+    With a ``probe`` (a float the caller guarantees finite), the words and then the normals are
+    materialised (:func:`irwarp.records._materialize`): each counter is hashed once for both of its
+    words, and the consumers read the normals from a buffer instead of recomputing them. The bits
+    are the same either way: ``sqrt(2) erfinv`` is rounded before the ``scale`` product in both.
     """
     half = -(-num // 2)
     j = jax.lax.broadcasted_iota(jnp.uint32, (half, 1), 0)
-    b1, b2 = _threefry_words(k1[None], k2[None], role, j)
-    g = jnp.concatenate([_uniform_normal(b1), _uniform_normal(b2)], axis=0)[:num]
+    words = _threefry_words(k1[None], k2[None], role, j)
+    if probe is not None:
+        # Both words of a counter from one hash: stored as the bit patterns of a complex64, so
+        # that one fusion with one output computes them (two outputs hash everything twice).
+        pair = jax.lax.complex(*(jax.lax.bitcast_convert_type(b, jnp.float32) for b in words))
+        pair = _materialize(pair, probe)
+        words = [jax.lax.bitcast_convert_type(p, jnp.uint32) for p in (pair.real, pair.imag)]
+    g = jnp.concatenate([_uniform_normal(b) for b in words], axis=0)[:num]
+    if probe is not None:
+        g = _materialize(g, probe)
     if scale is not None:
         g = g * jnp.asarray(scale, jnp.float32)[:, None]
     # The barrier keeps XLA from fusing (and so recomputing) the hash into every consumer.
@@ -195,34 +211,52 @@ def _root_keys(kd_tree: jax.Array, rows: jax.Array, cols: jax.Array) -> tuple[ja
     return _threefry_words(a1, a2, 0, _u32(cols))
 
 
-def _root_values(x: jax.Array, k1, k2, rows: jax.Array, cols: jax.Array) -> jax.Array:
-    """Planar root values ``(F, K)``: keyframe noise inside the frame, fresh N(0, 1) outside."""
+def _root_values(x: jax.Array, k1, k2, rows: jax.Array, cols: jax.Array, probe=None) -> jax.Array:
+    """Planar root values ``(F, K)``: keyframe noise inside the frame, fresh N(0, 1) outside.
+
+    ``probe``: as in :func:`_normals` (materialises the normals and the result).
+    """
     h, w, f = x.shape
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     own = x[jnp.clip(rows, 0, h - 1), jnp.clip(cols, 0, w - 1)].T
+    value = jnp.where(inside, own, _normals(k1, k2, _EXTERIOR, f, probe=probe))
+    if probe is not None:
+        return _materialize(value, probe)
     # Materialised once: fused into its consumers the select with the gather is measured slow.
-    return jax.lax.optimization_barrier(jnp.where(inside, own, _normals(k1, k2, _EXTERIOR, f)))
+    return jax.lax.optimization_barrier(value)
 
 
-def _split(value: jax.Array, k1: jax.Array, k2: jax.Array, level: int) -> jax.Array:
-    """Children ``(4, F, K)`` (top-left, top-right, bottom-left, bottom-right) of level-``l`` nodes.
+def _SPLIT_SCALE(f: int) -> list[float]:
+    """Static scales of the ``3 F`` split normals: ``(g_0, sqrt(2) g_1, sqrt(2) g_2)``."""
+    return [1.0] * f + [math.sqrt(2.0)] * (2 * f)
 
-    ``value`` ``(F, K)`` (planar), key words ``k1, k2`` ``(K,)``. Nested halvings of the 4-way
-    Brownian bridge with areas 1/4 (module docstring); normal ``s F + f`` of the node's split
-    drives halving ``s`` of feature ``f``.
+
+def _children(value: jax.Array, q: jax.Array, level: int) -> list[jax.Array]:
+    """Children ``[tl, tr, bl, br]``, each ``(F, K)``, of level-``l`` nodes ``value`` ``(F, K)``.
+
+    ``q`` ``(3, F, K)``: the scaled normals ``(g_0, sqrt(2) g_1, sqrt(2) g_2)`` of the nodes' splits.
+    Nested halvings of the 4-way Brownian bridge with areas 1/4 (module docstring): every product
+    is by a power of 2 (exact), so each child has one rounding per halving whatever XLA contracts
+    into fused multiply-adds, and the same bits in every compiled context.
     """
-    f = value.shape[0]
-    # q = (g_0, sqrt(2) g_1, sqrt(2) g_2), each rounded once in the hash's fusion; every product
-    # below is by a power of 2 (exact), so each child has one rounding per halving whatever XLA
-    # contracts into fused multiply-adds, and the same bits in every compiled context.
-    scale = [1.0] * f + [math.sqrt(2.0)] * (2 * f)
-    q = _normals(k1, k2, _SPLIT, 3 * f, scale).reshape(3, f, -1)
     side = 2.0**-level
     top = 0.5 * value + (0.5 * side) * q[0]
     bottom = value - top
     tl = 0.5 * top + (0.25 * side) * q[1]  # (side / (2 sqrt 2)) g_1
     bl = 0.5 * bottom + (0.25 * side) * q[2]
-    return jnp.stack([tl, top - tl, bl, bottom - bl])
+    return [tl, top - tl, bl, bottom - bl]
+
+
+def _split(value: jax.Array, k1: jax.Array, k2: jax.Array, level: int, probe=None) -> jax.Array:
+    """Children ``(4, F, K)`` (top-left, top-right, bottom-left, bottom-right) of level-``l`` nodes.
+
+    ``value`` ``(F, K)`` (planar), key words ``k1, k2`` ``(K,)``. Nested halvings of the 4-way
+    Brownian bridge with areas 1/4 (module docstring); normal ``s F + f`` of the node's split
+    drives halving ``s`` of feature ``f``. ``probe``: as in :func:`_normals`.
+    """
+    f = value.shape[0]
+    q = _normals(k1, k2, _SPLIT, 3 * f, _SPLIT_SCALE(f), probe).reshape(3, f, -1)
+    return jnp.stack(_children(value, q, level))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,43 +369,74 @@ def _edge_table(verts: jax.Array) -> dict[str, jax.Array]:
 _EDGE_FIELDS = ("ux", "uy", "vy", "slope", "dir", "ex", "ey", "xmin", "xmax", "norm")
 
 
-def _winding(e: dict, px: jax.Array, py: jax.Array) -> jax.Array:
-    """Winding number of points ``(px, py)`` (shape ``S``) about polygons with edges ``(S..., V)``.
+def _edges(table: dict, axis: int = -1) -> list[dict]:
+    """The ``V`` edges of ``table`` (fields ``(m, V)``) as field dicts ``(m,)`` with a unit ``axis``."""
+    v = table["ux"].shape[-1]
+    return [{name: jnp.expand_dims(f[:, i], axis) for name, f in table.items()} for i in range(v)]
+
+
+def _edge_planes(table: dict) -> jax.Array:
+    """The fields of ``table`` ``(m, V)`` stacked planar: ``(len(_EDGE_FIELDS), V, m)``."""
+    return jnp.stack([table[name].T for name in _EDGE_FIELDS])
+
+
+def _edges_at(planes: jax.Array, index: jax.Array, probe) -> list[dict]:
+    """The ``V`` edges of the polygons ``index`` ``(k,)`` as field dicts ``(1, k)``.
+
+    One gather of the planar stack from :func:`_edge_planes`, materialised (fused into the
+    classification, the gather ran once per child; one small gather per field and edge costs more
+    in dispatch than in work).
+    """
+    at = _materialize(planes[:, :, index], probe)  # (fields, V, k)
+    return [
+        {name: at[a, i][None] for a, name in enumerate(_EDGE_FIELDS)} for i in range(at.shape[1])
+    ]
+
+
+def _winding(edges: list, px: jax.Array, py: jax.Array) -> jax.Array:
+    """Winding number of points ``(px, py)`` about polygons with ``edges`` (broadcasting).
 
     Half-open crossing rule: an edge counts when ``uy <= py < vy`` and the point lies strictly left
     of the crossing. Shared edges give the same bit for both polygons, so for polygons that tile
-    the plane every point has winding 1 in exactly one of them.
+    the plane every point has winding 1 in exactly one of them. The sum over the edges is written
+    out (XLA's CPU reductions over a short axis are not vectorised).
     """
-    px, py = px[..., None], py[..., None]
-    crosses = (e["uy"] <= py) & (py < e["vy"])
-    xint = e["ux"] + (py - e["uy"]) * e["slope"]
-    hit = crosses & (px < xint)
-    return jnp.sum(jnp.where(hit, e["dir"], 0.0), axis=-1)
+    total = None
+    for e in edges:
+        crosses = (e["uy"] <= py) & (py < e["vy"])
+        xint = e["ux"] + (py - e["uy"]) * e["slope"]
+        term = jnp.where(crosses & (px < xint), e["dir"], 0.0)
+        total = term if total is None else total + term
+    return total
 
 
-def _touches(e: dict, cx: jax.Array, cy: jax.Array, r: float) -> jax.Array:
+def _touches(edges: list, cx: jax.Array, cy: jax.Array, r: float) -> jax.Array:
     """Whether any edge meets the closed square of centre ``(cx, cy)`` and half-side ``r``.
 
     Separating-axis test of a segment against an axis-aligned square (axes x, y and the segment's
     normal).
     """
-    cx, cy = cx[..., None], cy[..., None]
-    box = (e["xmin"] <= cx + r) & (e["xmax"] >= cx - r) & (e["uy"] <= cy + r) & (e["vy"] >= cy - r)
-    line = jnp.abs(e["ex"] * (cy - e["uy"]) - e["ey"] * (cx - e["ux"])) <= r * e["norm"]
-    return jnp.any(box & line, axis=-1)
+    out = None
+    for e in edges:
+        box = (e["xmin"] <= cx + r) & (e["xmax"] >= cx - r)
+        box = box & (e["uy"] <= cy + r) & (e["vy"] >= cy - r)
+        line = jnp.abs(e["ex"] * (cy - e["uy"]) - e["ey"] * (cx - e["ux"])) <= r * e["norm"]
+        hit = box & line
+        out = hit if out is None else out | hit
+    return out
 
 
-def _classify(e: dict, cx, cy, level: int, depth: int):
+def _classify(edges: list, cx, cy, level: int, depth: int):
     """``(inside, partial)`` of level-``l`` nodes with centres ``(cx, cy)`` against their polygon.
 
     ``inside``: every leaf centre of the node is in the polygon (a leaf: its centre is);
     ``partial``: an edge passes within ``_EPS`` of the node's leaf-centre square, so it is split.
     """
-    wind = _winding(e, cx, cy) != 0
+    wind = _winding(edges, cx, cy) != 0
     if level == depth:
         return wind, jnp.zeros_like(wind)
     r = 0.5 * 2.0**-level - 0.5 * 2.0**-depth + _EPS
-    partial = _touches(e, cx, cy, r)
+    partial = _touches(edges, cx, cy, r)
     return wind & ~partial, partial
 
 
@@ -398,35 +463,58 @@ def _level_capacity(m: int, capacity: float, level: int) -> int:
 # Region integrals over a block of polygons.
 
 
-def _level(front, n, table, *, k: int, k_next: int | None, level: int, depth: int, m: int):
+def _in_buffer(fn, probe: jax.Array, *args):
+    """``fn(*args)`` computed in a computation of its own, written straight into its result buffers.
+
+    Like :func:`irwarp.records._materialize` (a ``lax.cond`` on "``probe`` is not NaN" for a
+    ``probe`` the caller guarantees finite, which XLA cannot fold), but ``fn`` runs inside the
+    branch, so its fusions write the branch's results directly (an identity branch adds a copy).
+    """
+    keep = jnp.logical_not(_layout.batch_max(probe != probe))
+
+    def zeros(*a):
+        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *a))
+
+    return jax.lax.cond(keep, fn, zeros, *args)
+
+
+def _level(front, n, planes, *, k: int, k_next: int | None, level: int, depth: int, m: int):
     """Split the first ``k`` frontier nodes of ``level`` (``n`` of them active) and classify.
 
     ``front`` is ``(d, gi, gj, value, k1, k2)``: pixel ``(K,)``, node row and column at the level
     ``(K,)``, planar values ``(F, K)`` and key words ``(K,)``; only the first ``k <= K`` slots are
-    read. Returns the leaf sums ``(m, F)`` and counts ``(m,)`` of the children that are wholly
-    inside, and (unless the children are leaves) the next frontier of length ``k_next`` and its
-    number of nodes.
+    read. Returns the leaf sums ``(m, F)`` and counts ``(m,)`` of the children that are
+    wholly inside, and (unless the children are leaves) the next frontier of length ``k_next`` and
+    its number of nodes.
     """
     d, gi, gj, value, k1, k2 = (a[..., :k] for a in front)
     act = jnp.arange(k) < n
-    children = _split(value, k1, k2, level)  # (4, F, k)
-    # Classify after the split (data dependence through the barrier): XLA's CPU runtime otherwise
-    # runs the two big fusions side by side, which is measured slower than one after the other.
-    children, d = jax.lax.optimization_barrier((children, d))
-    ci = 2 * gi[:, None] + jnp.asarray([0, 0, 1, 1], jnp.int32)  # (k, 4)
-    cj = 2 * gj[:, None] + jnp.asarray([0, 1, 0, 1], jnp.int32)
+    probe = planes[0, 0, 0]  # finite: a vertex coordinate
     side = 2.0 ** -(level + 1)
-    e = {name: v[d][:, None] for name, v in table.items()}  # (k, 1, V)
-    c_in, c_part = _classify(e, (cj + 0.5) * side, (ci + 0.5) * side, level + 1, depth)
-    # The barrier keeps XLA from fusing (and so recomputing) the classification per feature.
-    c_in, c_part = c_in & act[:, None], c_part & act[:, None]
-    children, c_in, c_part = jax.lax.optimization_barrier((children, c_in, c_part))
-    # Sums over the 4 children written out: XLA's CPU reductions over a short leading axis are
-    # many times slower than the same adds fused elementwise.
-    contrib = functools.reduce(
-        jnp.add, [jnp.where(c_in[:, c], children[c], 0.0) for c in range(4)]
-    )  # (F, k)
-    num = functools.reduce(jnp.add, [c_in[:, c].astype(jnp.int32) for c in range(4)])
+
+    def classify(d, gi, gj, act):
+        # All 4 children of a node in one elementwise pass (the node's edges are gathered once),
+        # packed as bits: inside at bit c, partial at bit 4 + c.
+        edges = [
+            {name: planes[a, i][d] for a, name in enumerate(_EDGE_FIELDS)}
+            for i in range(planes.shape[1])
+        ]
+        code = jnp.zeros_like(d)
+        for c in range(4):
+            cy = (2 * gi + (c >> 1) + 0.5) * side
+            cx = (2 * gj + (c & 1) + 0.5) * side
+            c_in, c_part = _classify(edges, cx, cy, level + 1, depth)
+            code = code | ((c_in & act).astype(jnp.int32) << c)
+            code = code | ((c_part & act).astype(jnp.int32) << (4 + c))
+        return code
+
+    code = _in_buffer(classify, probe, d, gi, gj, act)  # (k,)
+    children = _split(value, k1, k2, level, probe)  # (4, F, k)
+    # Sums over the 4 children written out: XLA's CPU reductions over a short axis are many times
+    # slower than the same adds fused elementwise.
+    c_in = [((code >> c) & 1) != 0 for c in range(4)]
+    contrib = functools.reduce(jnp.add, [jnp.where(c_in[c], children[c], 0.0) for c in range(4)])
+    num = functools.reduce(jnp.add, [(code >> c) & 1 for c in range(4)])  # (k,)
     acc = jax.ops.segment_sum(contrib.T, d, num_segments=m)
     cnt = jax.ops.segment_sum(num * 4 ** (depth - level - 1), d, num_segments=m)
     # Materialise the level's sums, so that XLA cannot merge them into the caller's running sum
@@ -435,11 +523,12 @@ def _level(front, n, table, *, k: int, k_next: int | None, level: int, depth: in
     if k_next is None:
         return acc, cnt
     # Next frontier in (parent, child) order, so it stays sorted by pixel.
-    sel, _, total = _compact(c_part.reshape(-1), k_next)
+    flags = ((code[:, None] >> jnp.arange(4, 8, dtype=jnp.int32)) & 1) != 0  # (k, 4)
+    sel, _, total = _compact(flags.reshape(-1), k_next)
     parent, child = sel // 4, sel % 4
     n1, n2 = _threefry_words(k1[parent], k2[parent], 0, _u32(child))
     nval = children[child, :, parent].T
-    nxt = (d[parent], ci.reshape(-1)[sel], cj.reshape(-1)[sel], nval, n1, n2)
+    nxt = (d[parent], 2 * gi[parent] + (child >> 1), 2 * gj[parent] + (child & 1), nval, n1, n2)
     return acc, cnt, nxt, total
 
 
@@ -447,20 +536,20 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
     """Leaf sums ``(m, F)``, leaf counts ``(m,)`` and frontier counts of ``m`` polygons.
 
     ``verts`` ``(m, V, 2)`` in keyframe coordinates, ``valid`` ``(m,)``. Level ``l`` of the
-    frontier has ``_level_capacity(m, capacity, l)`` slots; when its nodes fit the smaller
-    ``_level_capacity(m, _FAST * capacity, l)`` only those slots are processed (``lax.cond``),
-    with bit-identical results.
+    frontier has ``_level_capacity(m, capacity, l)`` slots; only the shortest prefix
+    ``_level_capacity(m, frac * capacity, l)``, ``frac`` in ``_FAST`` or 1, that holds its nodes is
+    processed (``lax.switch``), with bit-identical results.
     """
     m = verts.shape[0]
     table = _edge_table(verts)  # fields (m, V)
+    planes = _edge_planes(table)  # (fields, V, m)
     lo = jnp.floor(jnp.min(verts, axis=1)).astype(jnp.int32)  # (m, 2) window origin (x, y)
     hi = jnp.max(verts, axis=1)
     beyond = jnp.any(hi > (lo + _WINDOW).astype(jnp.float32), axis=-1) & valid
     ar = jnp.arange(_WINDOW * _WINDOW, dtype=jnp.int32)
     rows = lo[:, 1, None] + ar // _WINDOW  # (m, 9)
     cols = lo[:, 0, None] + ar % _WINDOW
-    e_b = {name: v[:, None] for name, v in table.items()}
-    inside, partial = _classify(e_b, cols + 0.5, rows + 0.5, 0, depth)
+    inside, partial = _classify(_edges(table, axis=1), cols + 0.5, rows + 0.5, 0, depth)
     inside = (inside & valid[:, None]).reshape(-1)  # (m 9), pixel-major
     partial = (partial & valid[:, None]).reshape(-1)
 
@@ -470,8 +559,12 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
     totals = [total]
     d, r = sel // (_WINDOW * _WINDOW), sel % (_WINDOW * _WINDOW)
     gi, gj = lo[d, 1] + r // _WINDOW, lo[d, 0] + r % _WINDOW
-    k1, k2 = _root_keys(k_tree, gi, gj)
-    value = _root_values(x, k1, k2, gi, gj)  # (F, k0)
+    # Materialised (a cond XLA cannot fold; barriers are dropped before fusion on CPU): fused into
+    # their consumers, the two chained key hashes were recomputed per feature and per use, in a
+    # loop XLA does not vectorise (measured 10x slower than computing them once).
+    probe = verts[0, 0, 0]  # finite: invalid polygons were zeroed by the callers
+    k1, k2 = _materialize(_root_keys(k_tree, gi, gj), probe)
+    value = _root_values(x, k1, k2, gi, gj, probe)  # (F, k0)
     whole = inside[sel] & act
     acc = jax.ops.segment_sum(jnp.where(whole, value, 0.0).T, d, num_segments=m)
     cnt = jax.ops.segment_sum(whole.astype(jnp.int32) * 4**depth, d, num_segments=m)
@@ -480,19 +573,22 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
     front = (d[sel], gi[sel], gj[sel], value[:, sel], k1[sel], k2[sel])
     for level in range(depth):
         last = level + 1 == depth
-        k_big = _level_capacity(m, capacity, level)
-        k_small = _level_capacity(m, _FAST * capacity, level)
         k_next = None if last else _level_capacity(m, capacity, level + 1)
+        sizes = sorted(
+            {_level_capacity(m, frac * capacity, level) for frac in _FAST}
+            | {_level_capacity(m, capacity, level)}
+        )
         branches = [
             functools.partial(
-                _level, table=table, k=k, k_next=k_next, level=level, depth=depth, m=m
+                _level, planes=planes, k=k, k_next=k_next, level=level, depth=depth, m=m
             )
-            for k in (k_small, k_big)
+            for k in sizes
         ]
-        if k_small < k_big:
-            out = jax.lax.cond(n <= k_small, branches[0], branches[1], front, n)
+        if len(sizes) > 1:
+            index = functools.reduce(jnp.add, [(n > k).astype(jnp.int32) for k in sizes[:-1]])
+            out = jax.lax.switch(index, branches, front, n)
         else:
-            out = branches[1](front, n)
+            out = branches[0](front, n)
         acc += out[0]
         cnt += out[1]
         if not last:

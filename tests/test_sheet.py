@@ -245,35 +245,41 @@ def test_non_finite_flow_gives_fresh_noise_and_jit_matches_eager():
     np.testing.assert_array_equal(np.asarray(legacy), np.asarray(y))
 
 
-def test_short_frontier_path_gives_the_values_of_the_full_one(monkeypatch):
-    """Each level first splits only the first _FAST of its frontier (lax.cond to the full length
-    when more nodes are present). Both paths must give bit-identical sums and counts: a mild flow
-    and a strong rotation, so that both the short and the full path are exercised."""
+def test_short_frontier_paths_give_the_values_of_the_full_one(monkeypatch):
+    """Each level splits only the shortest prefix of its frontier that holds its nodes, among the
+    fractions _FAST of it and the whole (lax.switch). Every path must give bit-identical sums and
+    counts to the whole frontier: a mild flow and a strong rotation, so that short prefixes and the
+    full length are both exercised."""
     h = w = 10
     depth, capacity = 3, 4.0
     x, _ = _layout.fold(_noise((2, h, w, 3), seed=8))
     k_tree, _ = sheet._tree_key(jax.random.key(14))
+    fractions = tuple(sheet._FAST)
+    assert fractions and all(0 < f < 1 for f in fractions)
     taken = set()
     for flow in (_const(h, w, 0.37, -0.61), flows.rotation(h, w, 35.0)):
         verts, valid = sheet._octagons(flow)
         out = {}
-        for fast in (sheet._FAST, 1.0):
+        for fast in (fractions, ()):
             monkeypatch.setattr(sheet, "_FAST", fast)
-            # A fresh jit traces with the patched fraction.
+            # A fresh jit traces with the patched fractions.
             run = jax.jit(
                 lambda v, ok: sheet._block(k_tree, x, v, ok, depth=depth, capacity=capacity)
             )
             out[fast] = [np.asarray(a) for a in run(verts, valid)]
         monkeypatch.undo()
-        for a, b in zip(out[sheet._FAST], out[1.0], strict=True):
+        for a, b in zip(out[fractions], out[()], strict=True):
             np.testing.assert_array_equal(a, b)
-        totals = out[1.0][2]
+        totals = out[()][2]
         m = verts.shape[0]
-        small = [sheet._level_capacity(m, sheet._FAST * capacity, lv) for lv in range(depth)]
         big = [sheet._level_capacity(m, capacity, lv) for lv in range(depth)]
         assert np.all(totals <= big)  # nothing dropped: the comparison is of exact quadratures
-        taken |= {bool(t <= s) for t, s in zip(totals[1:], small[1:], strict=True)}
-    assert taken == {True, False}, "both the short and the full path must be exercised"
+        for lv in range(1, depth):
+            sizes = sorted(
+                {sheet._level_capacity(m, f * capacity, lv) for f in fractions} | {big[lv]}
+            )
+            taken.add(sizes.index(min(s for s in sizes if s >= totals[lv])) == len(sizes) - 1)
+    assert taken == {True, False}, "both a short prefix and the full length must be exercised"
 
 
 def test_capacity_overflow_is_reported_and_stays_finite():
