@@ -379,6 +379,22 @@ def _pack(need: jax.Array) -> tuple[jax.Array, jax.Array]:
     return ids, count
 
 
+def _tail_sources(sel, org, cells, shape, *, transpose: bool):
+    """Flat sources and in-image flags of the ``cells`` of the windows of pixels ``sel`` ``(T,)``.
+
+    ``(K, T)``, or pixel-major flattened ``(T * K,)`` with ``transpose``.
+    """
+    h, w = shape
+    i, j = sel // w, sel % w
+    ox, oy = org[0][sel].astype(jnp.int32), org[1][sel].astype(jnp.int32)
+    rows = jnp.asarray(np.array([c[0] for c in cells]), jnp.int32)[:, None]
+    cols = jnp.asarray(np.array([c[1] for c in cells]), jnp.int32)[:, None]
+    src, inside = _flat_index((i + oy)[None] + rows, (j + ox)[None] + cols, h, w)
+    if transpose:
+        return src.T.reshape(-1), inside.T.reshape(-1)
+    return src, inside
+
+
 def _grid_tail(head_use, *, cells, grids, edge_points, org, ids, count, head_raw, capacity, slots):
     """The tail cells of :func:`grid_record` for the first ``slots`` packed pixels.
 
@@ -386,9 +402,9 @@ def _grid_tail(head_use, *, cells, grids, edge_points, org, ids, count, head_raw
     ``cells`` beyond the 2 x 2 head, their overflow (pixels outside the packed list fit in the
     head, so they have none) and the sources' total use.
 
-    Returns ``(use, overflow, src, area, dst)``: ``(N,)`` use of every source (head and tail),
-    ``(N,)`` overflow, and ``(N * len(cells),)`` tail pieces (pixel-major, zero past the packed
-    pixels) after the fail-safe.
+    Returns ``(use, overflow, area)``: ``(N,)`` use of every source (head and tail), ``(N,)``
+    overflow, and ``(N * len(cells),)`` areas of the tail pieces (pixel-major, zero past the
+    packed pixels) after the fail-safe; their sources are :func:`_tail_sources`.
     """
     h, w = grids["corner"][0].shape[0] - 1, grids["corner"][0].shape[1] - 1
     n = h * w
@@ -410,9 +426,7 @@ def _grid_tail(head_use, *, cells, grids, edge_points, org, ids, count, head_raw
     cols = np.array([c[1] for c in cells])
     raw = jnp.clip(jnp.abs(_window_cells(lx, ly, cols, rows)), 0.0, 1.0)  # (nt, slots)
     raw = jnp.where(raw < _GRID_AREA_EPS, 0.0, raw)
-    src_rows = (i + oy.astype(jnp.int32))[None] + jnp.asarray(rows, jnp.int32)[:, None]
-    src_cols = (j + ox.astype(jnp.int32))[None] + jnp.asarray(cols, jnp.int32)[:, None]
-    src, inside = _flat_index(src_rows, src_cols, h, w)
+    src, inside = _tail_sources(sel, org, cells, (h, w), transpose=False)
     # In buffers before the transposes below (fused into them, the cells are not vectorised).
     src, inside, raw = _materialize((src, inside, raw), ox[0])
     pieces = jnp.where(inside & used[None], raw, 0.0)
@@ -427,13 +441,11 @@ def _grid_tail(head_use, *, cells, grids, edge_points, org, ids, count, head_raw
     overflow = jnp.zeros((n,), jnp.float32).at[jnp.where(used, sel, n)].set(over, mode="drop")
 
     # The fail-safe (see grid_record), then pixel-major inside the tail, so that a prefix of the
-    # tail is a prefix of its pixels.
+    # tail is a prefix of its pixels. (Sources and destinations are computed outside the switch:
+    # padding them here would write 2 more full-length arrays.)
     area = pieces / jnp.maximum(use, 1.0)[src]
-    pad = (0, (n - slots) * nt)
-    src = jnp.pad(src.T.reshape(-1), pad)
-    area = jnp.pad(area.T.reshape(-1), pad)
-    dst = jnp.pad(jnp.repeat(jnp.where(used, sel, 0), nt), pad)
-    return use, overflow, src, area, dst
+    area = jnp.pad(area.T.reshape(-1), (0, (n - slots) * nt))
+    return use, overflow, area
 
 
 def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> PartitionRecord:
@@ -565,7 +577,11 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
         )
         branches = [functools.partial(tail_part, slots=t) for t in sizes]
         index = sum((_layout.batch_max(count) > t).astype(jnp.int32) for t in sizes[:-1])
-        use, overflow, tail_src, tail_area, tail_dst = jax.lax.switch(index, branches, head_use)
+        use, overflow, tail_area = jax.lax.switch(index, branches, head_use)
+        tail_src, _ = _tail_sources(
+            ids, (org_x.reshape(n), org_y.reshape(n)), tail, (h, w), transpose=True
+        )
+        tail_dst = jnp.repeat(ids, nt)
         tail_count = count * nt
         tail_block = nt * block
     # The fail-safe: a source asked for more than its area has its pieces divided by the sum.
