@@ -23,7 +23,14 @@ import numpy as np
 
 from irwarp import _layout
 
-__all__ = ["threefry_words", "fold_in_data", "uniform_normal", "key_words", "normals"]
+__all__ = [
+    "threefry_words",
+    "fold_in_data",
+    "uniform_normal",
+    "key_words",
+    "normals",
+    "normal_slots",
+]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 

@@ -549,7 +549,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
         fits = functools.reduce(jnp.maximum, lx) <= cap
         fits = fits & (functools.reduce(jnp.maximum, ly) <= cap)
         shoelace = 0.5 * sum(lx[k] * ly[(k + 1) % p] - lx[(k + 1) % p] * ly[k] for k in range(p))
-        kept = _layout.group_sum(raw, fanout, major=True)[0]
+        kept = sum(raw[c] for c in range(fanout))
         overflow = jnp.where(fits, 0.0, jnp.maximum(jnp.abs(shoelace) - kept, 0.0))
         overflow = jnp.where(valid.reshape(n), overflow, 0.0)
         use = head_use

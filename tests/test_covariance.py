@@ -393,3 +393,27 @@ def test_chang_converges_to_grid_covariance():
     assert b16 < 0.3 * b4, report
     # At N = 16 the remaining bias is below the Monte Carlo resolution of this test.
     assert z16 < Z_TOL, report
+
+
+@pytest.mark.parametrize("edge_points", [1, 2, 3, 4])
+def test_shared_lattice_points_equal_per_pixel_stencils(edge_points):
+    """The grid record's polygon points (lattice grids shared by neighbouring pixels) equal the
+    per-pixel bilinear stencils of ``flow_at_offsets``, NaN pattern included; bit for bit at 1 and
+    2 points per edge (the same terms in the same order)."""
+    from irwarp import records
+
+    h, w = 7, 9
+    flow = np.array(jax.random.normal(jax.random.key(4), (h, w, 2)) * 2.0)
+    flow[2, 3, 0] = np.nan
+    flow[5, 0:3] = np.nan
+    xs, ys = records._polygon_vertices(jax.numpy.asarray(flow), edge_points)
+    offs = records.polygon_offsets(edge_points)
+    ref_pts = np.asarray(records.flow_at_offsets(jax.numpy.asarray(flow), offs))
+    assert len(xs) == 4 * edge_points
+    for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        got = np.stack([np.asarray(x), np.asarray(y)], -1)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref_pts[:, :, k]))
+        if edge_points <= 2:
+            np.testing.assert_array_equal(got, ref_pts[:, :, k])
+        else:
+            np.testing.assert_allclose(got, ref_pts[:, :, k], rtol=0, atol=1e-6)
