@@ -42,6 +42,10 @@ _BILINEAR_AREA_EPS = 1e-12
 # The grid record's tail is processed in blocks of ceil(H * W / this) pixels (times the tail
 # cells per pixel): a smooth flow (rotation, zoom by a few percent) needs one block.
 _TAIL_BLOCK_DIVISOR = 8
+# Below this many pixels the tail is one block (no lax.switch in the record or the apply): the
+# prefixes save little there, and their branches cost compile time (a 24x20 grid warp compiled in
+# 2.8 s with them).
+_TAIL_SWITCH_MIN_PIXELS = 1 << 16
 
 
 @functools.partial(
@@ -562,7 +566,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
         reach = functools.reduce(jnp.maximum, lx) > side
         reach = reach | (functools.reduce(jnp.maximum, ly) > side)
         ids, count = _pack(valid & reach)
-        block = max(1, -(-n // _TAIL_BLOCK_DIVISOR))
+        block = max(1, -(-n // _TAIL_BLOCK_DIVISOR)) if n >= _TAIL_SWITCH_MIN_PIXELS else n
         sizes = sorted({min(block, n), min(4 * block, n), n})
         tail_part = functools.partial(
             _grid_tail,

@@ -64,8 +64,14 @@ def _tail_flows(h, w):
     }
 
 
+@pytest.fixture
+def small_grids_switch(monkeypatch):
+    """Tail prefixes (lax.switch) even on the small grids of these tests."""
+    monkeypatch.setattr(irwarp.records, "_TAIL_SWITCH_MIN_PIXELS", 0)
+
+
 @pytest.mark.parametrize("name", ["none", "some", "all"])
-def test_grid_tail_prefixes_give_identical_output(name):
+def test_grid_tail_prefixes_give_identical_output(name, small_grids_switch):
     h, w = 24, 20
     rec = irwarp.grid_record(_tail_flows(h, w)[name])
     head, count = rec.num_head, int(rec.tail_count)
@@ -80,6 +86,7 @@ def test_grid_tail_prefixes_give_identical_output(name):
     full = warp_module._apply_flat(key, x, rec, rec.num_pieces - head)
     sizes = [s for s in warp_module._tail_sizes(rec) if s >= count]
     assert sizes
+    assert len(warp_module._tail_sizes(rec)) == 3  # the switch is exercised
     # Op by op, every prefix that holds the pieces in use gives the same bits.
     for s in sizes:
         np.testing.assert_array_equal(warp_module._apply_flat(key, x, rec, s), full)
@@ -88,7 +95,7 @@ def test_grid_tail_prefixes_give_identical_output(name):
     np.testing.assert_allclose(jax.jit(irwarp.apply_record)(key, x, rec), full, rtol=0, atol=2e-6)
 
 
-def test_grid_tail_vmap_over_flows_equals_loop():
+def test_grid_tail_vmap_over_flows_equals_loop(small_grids_switch):
     h, w = 24, 20
     flows = jnp.stack(list(_tail_flows(h, w).values()))
     x = jax.random.normal(jax.random.key(2), (3, h, w, 2))
