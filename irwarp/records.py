@@ -352,23 +352,6 @@ def _normalise_sources(area: jax.Array, src: jax.Array, n: int, always: bool):
     return area / denom[src], use
 
 
-def _materialize(tree, probe: jax.Array):
-    """Returns ``tree`` computed into buffers of its own, never fused into its consumers.
-
-    XLA's CPU pipeline drops ``optimization_barrier`` before fusion, so a large elementwise
-    producer (the edge integrals) gets fused into its consumers, and into a scatter that means its
-    scalar loop: measured 6x slower than computing the values first. A conditional's branch is a
-    computation of its own, so ``lax.cond`` on a flag XLA cannot fold materialises them: the flag
-    is "``probe`` is not NaN" for a float ``probe`` that the caller guarantees finite (XLA cannot
-    prove it); the other branch (zeros, never taken) only has to differ. Under ``vmap`` the flag is
-    one for the whole batch (:func:`irwarp._layout.batch_max`), so the cond stays a cond.
-    """
-    keep = jnp.logical_not(_layout.batch_max(probe != probe))
-    return jax.lax.cond(
-        keep, lambda t: t, lambda t: jax.tree_util.tree_map(jnp.zeros_like, t), tree
-    )
-
-
 def _pack(need: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Pixels flagged by ``need`` ``(H, W)``, packed to the front in raster order.
 
@@ -398,6 +381,19 @@ def _tail_sources(sel, org, cells, shape, *, transpose: bool):
     if transpose:
         return src.T.reshape(-1), inside.T.reshape(-1)
     return src, inside
+
+
+def _overflow(lx: list, ly: list, kept: jax.Array, capacity: int) -> jax.Array:
+    """Area of polygons (vertices ``lx, ly`` in window coordinates) beyond their window.
+
+    0 where the polygon's bounding box fits the ``capacity x capacity`` window, else its area
+    (shoelace) minus ``kept``, the overlaps with the window's cells; never negative.
+    """
+    p = len(lx)
+    fits = functools.reduce(jnp.maximum, lx) <= capacity
+    fits = fits & (functools.reduce(jnp.maximum, ly) <= capacity)
+    shoelace = 0.5 * sum(lx[k] * ly[(k + 1) % p] - lx[(k + 1) % p] * ly[k] for k in range(p))
+    return jnp.where(fits, 0.0, jnp.maximum(jnp.abs(shoelace) - kept, 0.0))
 
 
 def _grid_tail(head_use, *, cells, grids, edge_points, org, ids, count, head_raw, capacity, slots):
@@ -433,16 +429,12 @@ def _grid_tail(head_use, *, cells, grids, edge_points, org, ids, count, head_raw
     raw = jnp.where(raw < _GRID_AREA_EPS, 0.0, raw)
     src, inside = _tail_sources(sel, org, cells, (h, w), transpose=False)
     # In buffers before the transposes below (fused into them, the cells are not vectorised).
-    src, inside, raw = _materialize((src, inside, raw), ox[0])
+    src, inside, raw = _layout.materialize((src, inside, raw), ox[0])
     pieces = jnp.where(inside & used[None], raw, 0.0)
     use = head_use + jax.ops.segment_sum(pieces.reshape(-1), src.reshape(-1), num_segments=n)
 
-    p = len(lx)
-    fits = functools.reduce(jnp.maximum, lx) <= capacity
-    fits = fits & (functools.reduce(jnp.maximum, ly) <= capacity)
-    shoelace = 0.5 * sum(lx[k] * ly[(k + 1) % p] - lx[(k + 1) % p] * ly[k] for k in range(p))
     kept = sum(raw[c] for c in range(nt)) + sum(head_raw[c][sel] for c in range(head_raw.shape[0]))
-    over = jnp.where(fits | ~used, 0.0, jnp.maximum(jnp.abs(shoelace) - kept, 0.0))
+    over = jnp.where(used, _overflow(lx, ly, kept, capacity), 0.0)
     overflow = jnp.zeros((n,), jnp.float32).at[jnp.where(used, sel, n)].set(over, mode="drop")
 
     # The fail-safe (see grid_record), then pixel-major inside the tail, so that a prefix of the
@@ -504,7 +496,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     # pixels), materialised: XLA would otherwise fuse the stencils into every consumer.
     grids = _vertex_grids(flow, npts)
     corner = flow[0, 0, 0]
-    grids = _materialize(grids, jnp.where(jnp.isnan(corner), 0.0, corner))
+    grids = _layout.materialize(grids, jnp.where(jnp.isnan(corner), 0.0, corner))
     fxs, fys = _grid_points(grids, npts, (h, w))
     # Vertices relative to the pixel's top-left corner, planes (H, W).
     xs = [float(o[0]) + f for o, f in zip(offs, fxs, strict=True)]
@@ -520,7 +512,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     org_x = jnp.where(valid, org_x, 0.0)
     org_y = jnp.where(valid, org_y, 0.0)
     # Materialised (3 planes) so that the cells below read them instead of recomputing them.
-    org_x, org_y, valid = _materialize((org_x, org_y, valid), org_x[0, 0])
+    org_x, org_y, valid = _layout.materialize((org_x, org_y, valid), org_x[0, 0])
     lx = [jnp.where(valid, x - org_x, float(o[0])) for o, x in zip(offs, xs, strict=True)]
     ly = [jnp.where(valid, y - org_y, float(o[1])) for o, y in zip(offs, ys, strict=True)]
 
@@ -528,7 +520,6 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     head = [(b, a) for b in range(side) for a in range(side)]
     tail = [(b, a) for b in range(cap) for a in range(cap) if (b, a) not in head]
     fanout = len(head)
-    p = len(lx)
 
     # The head: the window's top-left 2 x 2 cells, for every pixel.
     h_rows = np.array([c[0] for c in head])
@@ -541,7 +532,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     pieces = jnp.clip(jnp.abs(_window_cells(lx, ly, h_cols, h_rows)), 0.0, 1.0)
     pieces = jnp.where(pieces < _GRID_AREA_EPS, 0.0, pieces)
     # org_x is finite: invalid pixels have the origin 0.
-    src, inside, raw = _materialize((src, inside & valid[None], pieces), org_x[0, 0])
+    src, inside, raw = _layout.materialize((src, inside & valid[None], pieces), org_x[0, 0])
     src = src.reshape(fanout, n)
     raw = raw.reshape(fanout, n)  # overlaps with the window's cells, inside the image or not
     pieces = jnp.where(inside.reshape(fanout, n), raw, 0.0)
@@ -551,12 +542,8 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     if not tail:
         lx = [v.reshape(n) for v in lx]
         ly = [v.reshape(n) for v in ly]
-        fits = functools.reduce(jnp.maximum, lx) <= cap
-        fits = fits & (functools.reduce(jnp.maximum, ly) <= cap)
-        shoelace = 0.5 * sum(lx[k] * ly[(k + 1) % p] - lx[(k + 1) % p] * ly[k] for k in range(p))
         kept = sum(raw[c] for c in range(fanout))
-        overflow = jnp.where(fits, 0.0, jnp.maximum(jnp.abs(shoelace) - kept, 0.0))
-        overflow = jnp.where(valid.reshape(n), overflow, 0.0)
+        overflow = jnp.where(valid.reshape(n), _overflow(lx, ly, kept, cap), 0.0)
         use = head_use
     else:
         # The tail: the other cells, only for the pixels whose polygon's bounding box leaves the
@@ -567,6 +554,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
         reach = functools.reduce(jnp.maximum, lx) > side
         reach = reach | (functools.reduce(jnp.maximum, ly) > side)
         ids, count = _pack(valid & reach)
+        org = (org_x.reshape(n), org_y.reshape(n))
         block = max(1, -(-n // _TAIL_BLOCK_DIVISOR)) if n >= _TAIL_SWITCH_MIN_PIXELS else n
         sizes = sorted({min(block, n), min(4 * block, n), n})
         tail_part = functools.partial(
@@ -574,7 +562,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
             cells=tail,
             grids=grids,
             edge_points=npts,
-            org=(org_x.reshape(n), org_y.reshape(n)),
+            org=org,
             ids=ids,
             count=count,
             head_raw=raw,
@@ -583,9 +571,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
         branches = [functools.partial(tail_part, slots=t) for t in sizes]
         index = sum((_layout.batch_max(count) > t).astype(jnp.int32) for t in sizes[:-1])
         use, overflow, tail_area = jax.lax.switch(index, branches, head_use)
-        tail_src, _ = _tail_sources(
-            ids, (org_x.reshape(n), org_y.reshape(n)), tail, (h, w), transpose=True
-        )
+        tail_src, _ = _tail_sources(ids, org, tail, (h, w), transpose=True)
         tail_dst = jnp.repeat(ids, nt)
         tail_count = count * nt
         tail_block = nt * block

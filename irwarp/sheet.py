@@ -74,7 +74,7 @@ from irwarp import flows as flows_lib
 from irwarp._random import threefry_words as _threefry_words
 from irwarp._random import u32 as _u32
 from irwarp._random import uniform_normal as _uniform_normal
-from irwarp.records import _materialize, flow_at_offsets, polygon_offsets
+from irwarp.records import flow_at_offsets, polygon_offsets
 
 __all__ = [
     "node_values",
@@ -177,7 +177,7 @@ def _normals(
     With ``scale`` (``num`` static floats), normal ``j`` is multiplied by ``scale[j]`` (rounded once).
 
     With a ``probe`` (a float the caller guarantees finite), the words and then the normals are
-    materialised (:func:`irwarp.records._materialize`): each counter is hashed once for both of its
+    materialised (:func:`irwarp._layout.materialize`): each counter is hashed once for both of its
     words, and the consumers read the normals from a buffer instead of recomputing them. The bits
     are the same either way: ``sqrt(2) erfinv`` is rounded before the ``scale`` product in both.
     """
@@ -188,11 +188,11 @@ def _normals(
         # Both words of a counter from one hash: stored as the bit patterns of a complex64, so
         # that one fusion with one output computes them (two outputs hash everything twice).
         pair = jax.lax.complex(*(jax.lax.bitcast_convert_type(b, jnp.float32) for b in words))
-        pair = _materialize(pair, probe)
+        pair = _layout.materialize(pair, probe)
         words = [jax.lax.bitcast_convert_type(p, jnp.uint32) for p in (pair.real, pair.imag)]
     g = jnp.concatenate([_uniform_normal(b) for b in words], axis=0)[:num]
     if probe is not None:
-        g = _materialize(g, probe)
+        g = _layout.materialize(g, probe)
     if scale is not None:
         g = g * jnp.asarray(scale, jnp.float32)[:, None]
     # The barrier keeps XLA from fusing (and so recomputing) the hash into every consumer.
@@ -221,7 +221,7 @@ def _root_values(x: jax.Array, k1, k2, rows: jax.Array, cols: jax.Array, probe=N
     own = x[jnp.clip(rows, 0, h - 1), jnp.clip(cols, 0, w - 1)].T
     value = jnp.where(inside, own, _normals(k1, k2, _EXTERIOR, f, probe=probe))
     if probe is not None:
-        return _materialize(value, probe)
+        return _layout.materialize(value, probe)
     # Materialised once: fused into its consumers the select with the gather is measured slow.
     return jax.lax.optimization_barrier(value)
 
@@ -387,7 +387,7 @@ def _edges_at(planes: jax.Array, index: jax.Array, probe) -> list[dict]:
     classification, the gather ran once per child; one small gather per field and edge costs more
     in dispatch than in work).
     """
-    at = _materialize(planes[:, :, index], probe)  # (fields, V, k)
+    at = _layout.materialize(planes[:, :, index], probe)  # (fields, V, k)
     return [
         {name: at[a, i][None] for a, name in enumerate(_EDGE_FIELDS)} for i in range(at.shape[1])
     ]
@@ -463,21 +463,6 @@ def _level_capacity(m: int, capacity: float, level: int) -> int:
 # Region integrals over a block of polygons.
 
 
-def _in_buffer(fn, probe: jax.Array, *args):
-    """``fn(*args)`` computed in a computation of its own, written straight into its result buffers.
-
-    Like :func:`irwarp.records._materialize` (a ``lax.cond`` on "``probe`` is not NaN" for a
-    ``probe`` the caller guarantees finite, which XLA cannot fold), but ``fn`` runs inside the
-    branch, so its fusions write the branch's results directly (an identity branch adds a copy).
-    """
-    keep = jnp.logical_not(_layout.batch_max(probe != probe))
-
-    def zeros(*a):
-        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *a))
-
-    return jax.lax.cond(keep, fn, zeros, *args)
-
-
 def _level(front, n, planes, *, k: int, k_next: int | None, level: int, depth: int, m: int):
     """Split the first ``k`` frontier nodes of ``level`` (``n`` of them active) and classify.
 
@@ -508,7 +493,7 @@ def _level(front, n, planes, *, k: int, k_next: int | None, level: int, depth: i
             code = code | ((c_part & act).astype(jnp.int32) << (4 + c))
         return code
 
-    code = _in_buffer(classify, probe, d, gi, gj, act)  # (k,)
+    code = _layout.in_buffer(classify, d, gi, gj, act, always=probe == probe)  # (k,)
     children = _split(value, k1, k2, level, probe)  # (4, F, k)
     # Sums over the 4 children written out: XLA's CPU reductions over a short axis are many times
     # slower than the same adds fused elementwise.
@@ -563,7 +548,7 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
     # their consumers, the two chained key hashes were recomputed per feature and per use, in a
     # loop XLA does not vectorise (measured 10x slower than computing them once).
     probe = verts[0, 0, 0]  # finite: invalid polygons were zeroed by the callers
-    k1, k2 = _materialize(_root_keys(k_tree, gi, gj), probe)
+    k1, k2 = _layout.materialize(_root_keys(k_tree, gi, gj), probe)
     value = _root_values(x, k1, k2, gi, gj, probe)  # (F, k0)
     whole = inside[sel] & act
     acc = jax.ops.segment_sum(jnp.where(whole, value, 0.0).T, d, num_segments=m)
