@@ -62,13 +62,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Cost table (one frame, on the noise batch): leaf levels of "lagrangian" and upsampling
     # factors of Chang et al. from frame 0, both along the composed flow of `cost_frame` frames of
     # motion number `cost_motion` (-1 = the last, the rotation); chained methods timed for one
-    # step; best of `cost_repeats` calls. Empty `cost_depths` skips the table.
+    # step; median of `cost_repeats` calls, each alternated with a chained grid step (the ratios
+    # to it are paired). Empty `cost_depths` skips the table.
     config.cost_depths = (2, 3, 4, 5)
     config.cost_upsamples = (4, 8, 16)
     config.cost_chained = ("grid", "particle")
     config.cost_motion = -1
     config.cost_frame = 10
-    config.cost_repeats = 5
+    config.cost_repeats = 9
 
     if arg == "small":
         config.size = (16, 16)

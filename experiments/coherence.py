@@ -33,10 +33,15 @@ Also measured, per method, motion and frame: the consecutive-frame coherence ``c
 retained coherence with frame ``t - 1`` in the role of frame 0 and the one-step flow (1 for an
 exact warp; what chained methods optimise), and whiteness (``irwarp.stats.whiteness_checks`` at
 5 standard errors, ``white``). A cost table times one frame of each method on the first noise
-batch (``ms`` per frame, best of ``config.cost_repeats``) with XLA's temporary memory
+batch (``ms`` per frame: median of ``config.cost_repeats`` calls, each alternated with a
+chained grid step, so that ``x grid`` is a paired ratio) with XLA's temporary memory
 (``compiled.memory_analysis().temp_size_in_bytes``): chained grid / particle (one step),
 ``lagrangian`` at ``config.cost_depths`` and anchored Chang at ``config.cost_upsamples`` (both from
-frame 0 along the composed flow of ``config.cost_frame`` frames of the cost motion).
+frame 0 along the composed flow of ``config.cost_frame`` frames of the cost motion). For
+``lagrangian`` it also reports what limits a frame: its bridge splits (each needs ``3 F`` normals,
+``F`` = batch x channels), counted by the frame and independently from the geometry
+(:func:`split_node_counts`), the time of drawing just those normals, and the same for the distinct
+nodes among them (the floor of a frontier shared between neighbouring pixels).
 
 Writes to the workdir: ``config.json``, ``metrics.jsonl`` (one line per method x motion x frame),
 ``cost.jsonl`` (one line per cost-table entry), ``summary.md`` (tables at a few frames, white
@@ -49,6 +54,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import statistics
 import time
 
 import jax
@@ -242,14 +248,99 @@ def draw(curves, motion_names, methods, labels, t_frames, wd: pc.Workdir, raw: b
     return wd.save_figure(fig, "coherence_raw.png" if raw else "coherence.png")
 
 
-def _time_ms(compiled, args, repeats: int) -> float:
-    common.block(compiled(*args))
-    best = math.inf
+def _paired_ms(call, base, repeats: int) -> tuple[float, float]:
+    """Median ms of ``call()`` and of ``base()`` over ``repeats`` calls of each, alternated.
+
+    One warm-up call each first. Alternating makes ``call / base`` a paired ratio on a machine
+    whose speed drifts (the numbers quoted are ratios to the chained grid step).
+    """
+    common.block(call())
+    common.block(base())
+    times = ([], [])
     for _ in range(max(int(repeats), 1)):
-        t0 = time.perf_counter()
-        common.block(compiled(*args))
-        best = min(best, time.perf_counter() - t0)
-    return 1e3 * best
+        for fn, out in zip((call, base), times, strict=True):
+            t0 = time.perf_counter()
+            common.block(fn())
+            out.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times[0]), 1e3 * statistics.median(times[1])
+
+
+def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, np.ndarray]:
+    """Bridge splits a lagrangian frame needs, per level, counted from the geometry alone (numpy).
+
+    An independent count of :func:`irwarp.sheet.lagrangian_frame`'s frontier: a node of level
+    ``l < L`` is split for polygon ``p`` when an edge of ``p`` meets the node's leaf-centre square
+    grown by the sheet's margin (half-side ``2^-l / 2 - 2^-L / 2 + eps``) and the node lies in the
+    ``3 x 3`` window of roots from the floor of ``p``'s bounding box. (A child's square lies in its
+    parent's, so every such node's ancestors are split too.) ``per_polygon`` counts each node once
+    per polygon that splits it, as the frame does; ``unique`` counts each node once, which is what a
+    frontier shared by neighbouring pixels would split.
+
+    Args:
+      verts: ``(P, V, 2)`` float32 polygon vertices ``(x, y)`` in keyframe pixels.
+      valid: ``(P,)`` bool; invalid polygons split nothing.
+      depth: leaf level ``L``.
+      chunk: polygons per numpy pass (memory).
+
+    Returns:
+      ``{"per_polygon": (L,), "unique": (L,)}`` int64 counts of split nodes per level.
+    """
+    verts = np.asarray(verts, np.float32)
+    valid = np.asarray(valid, bool)
+    window = sheet._WINDOW
+    f32 = np.float32
+    ax, ay = verts[..., 0], verts[..., 1]
+    bx, by = np.roll(ax, -1, axis=-1), np.roll(ay, -1, axis=-1)
+    swap = (by < ay) | ((by == ay) & (bx < ax))
+    ux, uy = np.where(swap, bx, ax), np.where(swap, by, ay)
+    vx, vy = np.where(swap, ax, bx), np.where(swap, ay, by)
+    ex, ey = vx - ux, vy - uy
+    xmin, xmax, norm = np.minimum(ux, vx), np.maximum(ux, vx), np.abs(ex) + ey
+    lo = np.floor(verts.min(axis=1)).astype(np.int64)  # (P, 2) window origin (x, y)
+    per_polygon, unique = [], []
+    for level in range(depth):
+        n = 2**level
+        r = f32(0.5 * 2.0**-level - 0.5 * 2.0**-depth + sheet._EPS)
+        side = f32(2.0**-level)
+        span = np.arange(window * n)
+        count, keys = 0, []
+        for start in range(0, verts.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            rows = lo[sl, 1, None] * n + span  # (p, window n) node rows at this level
+            cols = lo[sl, 0, None] * n + span
+            cy = ((rows + 0.5).astype(f32) * side)[:, :, None]  # (p, window n, 1)
+            cx = ((cols + 0.5).astype(f32) * side)[:, None, :]  # (p, 1, window n)
+            hit = np.zeros((rows.shape[0], rows.shape[1], cols.shape[1]), bool)
+            for e in range(verts.shape[1]):
+                g = [a[sl, e, None, None] for a in (xmin, xmax, ux, uy, vy, ex, ey, norm)]
+                exn, exx, eux, euy, evy, eex, eey, enorm = g
+                box = (exn <= cx + r) & (exx >= cx - r) & (euy <= cy + r) & (evy >= cy - r)
+                line = np.abs(eex * (cy - euy) - eey * (cx - eux)) <= r * enorm
+                hit |= box & line
+            hit &= valid[sl, None, None]
+            count += int(hit.sum())
+            p, i, j = np.nonzero(hit)
+            keys.append((rows[p, i] << 32) + (cols[p, j] & 0xFFFFFFFF))
+        per_polygon.append(count)
+        unique.append(np.unique(np.concatenate(keys)).size if keys else 0)
+    return dict(per_polygon=np.asarray(per_polygon), unique=np.asarray(unique))
+
+
+def _agree(costs: list[dict]) -> str:
+    rows = [r for r in costs if "split_nodes" in r]
+    same = sum(r["split_nodes"] == r["split_nodes_geometry"] for r in rows)
+    return f"{same} of {len(rows)} rows equal"
+
+
+def _split_normals(nodes: int, features: int):
+    """A call that draws only the ``3 F`` split normals of ``nodes`` sheet nodes, as a frame does."""
+    k1 = jax.random.bits(jax.random.key(0), (max(nodes, 1),), jnp.uint32)
+    k2 = jax.random.bits(jax.random.key(1), (max(nodes, 1),), jnp.uint32)
+    scale = sheet._SPLIT_SCALE(features)
+    # The probe is an argument, as in a frame, so that XLA cannot fold the materialising cond.
+    fn = jax.jit(lambda a, b, p: sheet._normals(a, b, sheet._SPLIT, 3 * features, scale, p))
+    probe = jnp.float32(0.0)
+    return lambda: fn(k1, k2, probe)
 
 
 def cost_rows(config, x0, mos, path: str) -> list[dict]:
@@ -288,6 +379,13 @@ def cost_rows(config, x0, mos, path: str) -> list[dict]:
                 total,
             )
         )
+    grid_fn = functools.partial(irwarp.warp, method="grid")
+    grid, _ = common.compile_timed(grid_fn, key, x0, mo["back"])
+
+    def base():
+        return grid(key, x0, mo["back"])
+
+    reps = int(config.cost_repeats)
     rows = []
     with common.JsonlWriter(path) as out:
         for name, how, fn, flow in entries:
@@ -296,11 +394,14 @@ def cost_rows(config, x0, mos, path: str) -> list[dict]:
                 temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
             except Exception:  # best effort: not every backend reports it
                 temp_mb = math.nan
+            ms, grid_ms = _paired_ms(lambda c=compiled, f=flow: c(key, x0, f), base, reps)
             row = dict(
                 method=name,
                 how=how,
                 motion=mo["name"],
-                ms=_time_ms(compiled, (key, x0, flow), int(config.cost_repeats)),
+                ms=ms,
+                grid_ms=grid_ms,
+                vs_grid=ms / grid_ms,
                 compile_s=compile_s,
                 xla_temp_mb=temp_mb,
             )
@@ -308,12 +409,35 @@ def cost_rows(config, x0, mos, path: str) -> list[dict]:
                 _, info = compiled(key, x0, flow)
                 row["dropped_nodes"] = int(info["dropped_nodes"])
                 row["frontier_use"] = float(np.max(np.asarray(info["frontier_use"])))
+                # What limits the frame: its bridge splits need 3 F normals each. Time those
+                # normals alone, for the splits the frame made (one per pixel and node) and for
+                # the distinct nodes among them (a frontier shared by neighbouring pixels).
+                depth = int(name.split("=")[1])
+                verts, valid = sheet._octagons(flow)
+                geo = split_node_counts(verts, valid, depth)
+                features = int(np.prod(x0.shape[:-3])) * int(x0.shape[-1])
+                pixels = int(np.prod(x0.shape[-3:-1]))
+                row["split_nodes"] = int(info["split_nodes"])
+                row["split_nodes_geometry"] = int(geo["per_polygon"].sum())
+                row["unique_split_nodes"] = int(geo["unique"].sum())
+                row["splits_per_px"] = row["split_nodes"] / pixels
+                row["unique_splits_per_px"] = row["unique_split_nodes"] / pixels
+                for tag, nodes in (
+                    ("", row["split_nodes"]),
+                    ("unique_", row["unique_split_nodes"]),
+                ):
+                    n_ms, g_ms = _paired_ms(_split_normals(nodes, features), base, reps)
+                    row[tag + "normals_ms"] = n_ms
+                    row[tag + "normals_vs_grid"] = n_ms / g_ms
             rows.append(row)
             out.write(row)
-            logging.info("cost %-26s %8.1f ms, %7.1f MB temp", name, row["ms"], temp_mb)
-    base = next((r["ms"] for r in rows if r["method"] == "grid"), math.nan)
-    for r in rows:
-        r["vs_grid"] = r["ms"] / base
+            logging.info(
+                "cost %-26s %8.1f ms = %5.1f x grid, %7.1f MB temp",
+                name,
+                row["ms"],
+                row["vs_grid"],
+                temp_mb,
+            )
     return rows
 
 
@@ -456,11 +580,23 @@ def run(config, workdir: str) -> dict:
             "",
         ]
         if costs:
+            features = int(config.batch) * int(config.channels)
             tables += [
                 f"### Cost of one frame ({costs[0]['motion']}; {x0.shape} noise)",
                 "",
                 common.markdown_table(
-                    ("method", "frame", "ms / frame", "x grid", "XLA temp MB", "compile s"),
+                    (
+                        "method",
+                        "frame",
+                        "ms / frame",
+                        "x grid",
+                        "XLA temp MB",
+                        "compile s",
+                        "splits / px",
+                        "its normals alone: x grid",
+                        "distinct splits / px",
+                        "their normals alone: x grid",
+                    ),
                     [
                         [
                             r["method"],
@@ -469,10 +605,22 @@ def run(config, workdir: str) -> dict:
                             pc.cell(r["vs_grid"], 1),
                             pc.cell(r["xla_temp_mb"], 1),
                             pc.cell(r["compile_s"], 1),
+                            pc.cell(r.get("splits_per_px"), 1),
+                            pc.cell(r.get("normals_vs_grid"), 1),
+                            pc.cell(r.get("unique_splits_per_px"), 1),
+                            pc.cell(r.get("unique_normals_vs_grid"), 1),
                         ]
                         for r in costs
                     ],
                 ),
+                "",
+                "Splits / px: bridge splits the frame made per pixel (one per pixel and node, "
+                "`info['split_nodes']`; the numpy geometric count `split_node_counts` agrees: "
+                f"{_agree(costs)}). Each needs 3 F normals (F = {features} sheets here); "
+                "'normals alone' times drawing just those normals with the sheet's generator, "
+                "the floor of a frame at that many splits. Distinct splits: the same nodes counted "
+                "once (neighbouring pixels split the nodes on their shared edges twice), the "
+                "floor of a frontier shared between pixels.",
                 "",
             ]
         intro = (

@@ -555,6 +555,7 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
     cnt = jax.ops.segment_sum(whole.astype(jnp.int32) * 4**depth, d, num_segments=m)
     # The split roots, compacted: the frontier of level 0.
     sel, _, n = _compact(partial[sel] & act, k0)
+    splits = [n]
     front = (d[sel], gi[sel], gj[sel], value[:, sel], k1[sel], k2[sel])
     for level in range(depth):
         last = level + 1 == depth
@@ -579,7 +580,8 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
         if not last:
             front, n = out[2], out[3]
             totals.append(n)
-    return acc, cnt, jnp.stack(totals), jnp.sum(beyond)
+            splits.append(n)
+    return acc, cnt, jnp.stack(totals), jnp.sum(beyond), functools.reduce(jnp.add, splits)
 
 
 def _blocks(k_tree, x, verts, valid, *, depth: int, capacity: float):
@@ -587,8 +589,9 @@ def _blocks(k_tree, x, verts, valid, *, depth: int, capacity: float):
 
     Returns leaf sums ``(n, F)``, leaf counts ``(n,)`` and a dict of diagnostics: ``dropped_nodes``
     (nodes beyond the frontier capacity), ``frontier_use`` ``(L,)`` (largest fraction of a level's
-    capacity that a block needed; above 1 means nodes were dropped) and ``beyond_window`` (pixels
-    whose pre-image leaves the ``3 x 3`` window of roots).
+    capacity that a block needed; above 1 means nodes were dropped), ``beyond_window`` (pixels
+    whose pre-image leaves the ``3 x 3`` window of roots) and ``split_nodes`` (nodes of levels
+    ``0 .. L-1`` the polygons asked to split, counted once per polygon, dropped ones included).
     """
     n = verts.shape[0]
     f = x.shape[-1]
@@ -604,16 +607,17 @@ def _blocks(k_tree, x, verts, valid, *, depth: int, capacity: float):
         return _block(k_tree, x, *args, depth=depth, capacity=capacity)
 
     if nb == 1:
-        acc, cnt, totals, beyond = fn((verts, valid))
-        totals, beyond = totals[None], beyond[None]
+        acc, cnt, totals, beyond, splits = fn((verts, valid))
+        totals, beyond, splits = totals[None], beyond[None], splits[None]
     else:
-        acc, cnt, totals, beyond = jax.lax.map(
+        acc, cnt, totals, beyond, splits = jax.lax.map(
             fn, (verts.reshape(nb, m, -1, 2), valid.reshape(nb, m))
         )
     info = dict(
         dropped_nodes=jnp.sum(jnp.maximum(totals - caps, 0)),
         frontier_use=jnp.max(totals, axis=0) / caps,
         beyond_window=jnp.sum(beyond),
+        split_nodes=jnp.sum(splits),
     )
     return acc.reshape(nb * m, f)[:n], cnt.reshape(-1)[:n], info
 
@@ -732,8 +736,10 @@ def lagrangian_frame(
         ``2^l + 1`` (about 2 for a translation along an axis, 4 for a generic unit square).
       frame: integer (may be traced) frame index; the fresh noise uses ``fold_in(., frame)``.
       return_info: static; also return a dict with ``leaves`` ``(H, W)`` (leaf counts),
-        ``dropped_nodes`` (split nodes beyond the capacity; 0 means the quadrature is exact) and
-        ``fresh`` (number of pixels given fresh noise).
+        ``dropped_nodes`` (split nodes beyond the capacity; 0 means the quadrature is exact),
+        ``split_nodes`` (bridge splits asked for by the pixels, one per pixel and node: the
+        frame's cost driver, ``3 F`` normals each), ``beyond_window`` and ``fresh`` (number of
+        pixels given fresh noise).
 
     Returns:
       ``(..., H, W, C)`` noise in ``noise0``'s dtype (and the info dict with ``return_info``).

@@ -196,6 +196,14 @@ def test_coherence_outputs(coherence):
         if method in ("grid", "particle") and motion.startswith("v="):
             # One warp of a translation is exact: all of the ideal covariance is kept.
             assert c["retained"][1] == pytest.approx(1.0, abs=0.15), (method, motion, c)
+    # The cost table's split counts: the frame's own count equals the numpy count from the
+    # geometry, and neighbouring pixels share nodes (fewer distinct ones).
+    costs = [json.loads(line) for line in (workdir / "cost.jsonl").read_text().splitlines()]
+    lag = [r for r in costs if r["method"].startswith("lagrangian")]
+    assert len(lag) == len(config.cost_depths)
+    for r in lag:
+        assert r["split_nodes"] == r["split_nodes_geometry"] > r["unique_split_nodes"] > 0, r
+        assert r["normals_ms"] > 0 and math.isfinite(r["unique_normals_vs_grid"]), r
 
 
 def test_notebook_runs_on_the_small_workdirs(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import irwarp
+from experiments.coherence import split_node_counts
 from irwarp import _layout, flows, sheet, stats
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -148,6 +149,12 @@ def test_frame_equals_the_sum_over_every_leaf(depth):
         key, x, jnp.asarray(flow, jnp.float32), depth=depth, return_info=True
     )
     assert int(info["dropped_nodes"]) == 0 and int(info["beyond_window"]) == 0
+    # The frontier split exactly the nodes that the polygons' edges touch (the cost experiment's
+    # independent numpy count of the geometry).
+    verts, valid = sheet._octagons(jnp.asarray(flow, jnp.float32))
+    counts = split_node_counts(verts, valid, depth)
+    assert int(info["split_nodes"]) == int(counts["per_polygon"].sum()) > 0
+    assert 0 < counts["unique"].sum() < counts["per_polygon"].sum()
     ref, claims = _brute_force(key, x, flow, depth)
     assert claims.max() == 1
     np.testing.assert_allclose(np.asarray(y), ref, rtol=0, atol=2e-5)
