@@ -1,9 +1,14 @@
 """Suite-wide fixtures."""
 
 import gc
+import os
 
-import jax
-import pytest
+# The suite runs in 2 processes (pytest-xdist, README): on a GPU, JAX's default preallocation of
+# most of the device memory by the first process would leave none for the second.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
