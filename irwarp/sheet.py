@@ -38,11 +38,14 @@ value at once. Only nodes crossed by the boundary are split, so a pixel costs
 ``O(perimeter x 2^L)`` node splits instead of ``O(4^L)`` leaves. The frontier of boundary nodes of all
 pixels of a block is one flat list of static length per level (``capacity`` times ``2^l + 1`` per
 pixel, node values stored feature-major); each level processes only the shortest prefix of it
-that holds its nodes, among ``_FAST = (1/2, 5/8, 3/4)`` of it and the whole list (``lax.switch``),
+that holds its nodes, ``_FAST = (3/4,)`` of it or the whole list (``lax.switch``),
 so the work follows the nodes present and the values are bit-identical either way (under ``vmap``
 the switch runs every branch). Nodes beyond the whole list are dropped, the affected pixels are
 renormalised by the leaves they kept (still white, less coherent) and the drop is reported by
-:func:`lagrangian_frame` with ``return_info=True``.
+:func:`lagrangian_frame` with ``return_info=True``. A frame's cost is driven by its splits
+(``3 F`` normals each, reported as ``split_nodes``): a node on an edge shared by two pixels is split
+once for each of them (each pixel's frontier is its own; a frontier shared between pixels would
+split about 2.3x fewer nodes at ``L = 4`` but is not implemented).
 
 Keyframes. The keyframe plane extends beyond the frame (virtual roots), so content entering the
 frame is coherent too. What the sheet cannot follow is a pre-image that stops being a valid region
