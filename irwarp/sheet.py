@@ -521,7 +521,10 @@ def _level(front, n, planes, *, k: int, k_next: int | None, level: int, depth: i
 
 
 def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
-    """Leaf sums ``(m, F)``, leaf counts ``(m,)`` and frontier counts of ``m`` polygons.
+    """Leaf sums ``(m, F)`` and leaf counts ``(m,)`` of ``m`` polygons, and their node counts.
+
+    The counts: ``(L,)`` roots read then frontier lengths of levels ``1 .. L-1``, pixels beyond the
+    window of roots, and the level-0 frontier length (the split roots).
 
     ``verts`` ``(m, V, 2)`` in keyframe coordinates, ``valid`` ``(m,)``. Level ``l`` of the
     frontier has ``_level_capacity(m, capacity, l)`` slots; only the shortest prefix
@@ -558,7 +561,7 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
     cnt = jax.ops.segment_sum(whole.astype(jnp.int32) * 4**depth, d, num_segments=m)
     # The split roots, compacted: the frontier of level 0.
     sel, _, n = _compact(partial[sel] & act, k0)
-    splits = [n]
+    n0 = n
     front = (d[sel], gi[sel], gj[sel], value[:, sel], k1[sel], k2[sel])
     for level in range(depth):
         last = level + 1 == depth
@@ -583,8 +586,7 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
         if not last:
             front, n = out[2], out[3]
             totals.append(n)
-            splits.append(n)
-    return acc, cnt, jnp.stack(totals), jnp.sum(beyond), functools.reduce(jnp.add, splits)
+    return acc, cnt, jnp.stack(totals), jnp.sum(beyond), n0
 
 
 def _blocks(k_tree, x, verts, valid, *, depth: int, capacity: float):
@@ -610,17 +612,18 @@ def _blocks(k_tree, x, verts, valid, *, depth: int, capacity: float):
         return _block(k_tree, x, *args, depth=depth, capacity=capacity)
 
     if nb == 1:
-        acc, cnt, totals, beyond, splits = fn((verts, valid))
-        totals, beyond, splits = totals[None], beyond[None], splits[None]
+        acc, cnt, totals, beyond, n0 = fn((verts, valid))
+        totals, beyond, n0 = totals[None], beyond[None], n0[None]
     else:
-        acc, cnt, totals, beyond, splits = jax.lax.map(
+        acc, cnt, totals, beyond, n0 = jax.lax.map(
             fn, (verts.reshape(nb, m, -1, 2), valid.reshape(nb, m))
         )
     info = dict(
         dropped_nodes=jnp.sum(jnp.maximum(totals - caps, 0)),
         frontier_use=jnp.max(totals, axis=0) / caps,
         beyond_window=jnp.sum(beyond),
-        split_nodes=jnp.sum(splits),
+        # Level 0 splits the partial roots (n0); totals[:, 0] counts all the roots read.
+        split_nodes=jnp.sum(n0) + jnp.sum(totals[:, 1:]),
     )
     return acc.reshape(nb * m, f)[:n], cnt.reshape(-1)[:n], info
 
