@@ -274,7 +274,8 @@ def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, 
     ``3 x 3`` window of roots from the floor of ``p``'s bounding box. (A child's square lies in its
     parent's, so every such node's ancestors are split too.) ``per_polygon`` counts each node once
     per polygon that splits it, as the frame does; ``unique`` counts each node once, which is what a
-    frontier shared by neighbouring pixels would split.
+    frontier shared by neighbouring pixels would split; ``single_edge`` counts the (polygon, node)
+    splits that only one edge of the polygon touches.
 
     Args:
       verts: ``(P, V, 2)`` float32 polygon vertices ``(x, y)`` in keyframe pixels.
@@ -283,7 +284,8 @@ def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, 
       chunk: polygons per numpy pass (memory).
 
     Returns:
-      ``{"per_polygon": (L,), "unique": (L,)}`` int64 counts of split nodes per level.
+      ``{"per_polygon": (L,), "unique": (L,), "single_edge": (L,)}`` int64 counts of split nodes
+      per level.
     """
     verts = np.asarray(verts, np.float32)
     valid = np.asarray(valid, bool)
@@ -297,33 +299,39 @@ def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, 
     ex, ey = vx - ux, vy - uy
     xmin, xmax, norm = np.minimum(ux, vx), np.maximum(ux, vx), np.abs(ex) + ey
     lo = np.floor(verts.min(axis=1)).astype(np.int64)  # (P, 2) window origin (x, y)
-    per_polygon, unique = [], []
+    per_polygon, unique, single = [], [], []
     for level in range(depth):
         n = 2**level
         r = f32(0.5 * 2.0**-level - 0.5 * 2.0**-depth + sheet._EPS)
         side = f32(2.0**-level)
         span = np.arange(window * n)
-        count, keys = 0, []
+        count, ones, keys = 0, 0, []
         for start in range(0, verts.shape[0], chunk):
             sl = slice(start, start + chunk)
             rows = lo[sl, 1, None] * n + span  # (p, window n) node rows at this level
             cols = lo[sl, 0, None] * n + span
             cy = ((rows + 0.5).astype(f32) * side)[:, :, None]  # (p, window n, 1)
             cx = ((cols + 0.5).astype(f32) * side)[:, None, :]  # (p, 1, window n)
-            hit = np.zeros((rows.shape[0], rows.shape[1], cols.shape[1]), bool)
+            edges = np.zeros((rows.shape[0], rows.shape[1], cols.shape[1]), np.int32)
             for e in range(verts.shape[1]):
                 g = [a[sl, e, None, None] for a in (xmin, xmax, ux, uy, vy, ex, ey, norm)]
                 exn, exx, eux, euy, evy, eex, eey, enorm = g
                 box = (exn <= cx + r) & (exx >= cx - r) & (euy <= cy + r) & (evy >= cy - r)
                 line = np.abs(eex * (cy - euy) - eey * (cx - eux)) <= r * enorm
-                hit |= box & line
-            hit &= valid[sl, None, None]
+                edges += box & line
+            hit = (edges > 0) & valid[sl, None, None]
             count += int(hit.sum())
+            ones += int((hit & (edges == 1)).sum())
             p, i, j = np.nonzero(hit)
             keys.append((rows[p, i] << 32) + (cols[p, j] & 0xFFFFFFFF))
         per_polygon.append(count)
+        single.append(ones)
         unique.append(np.unique(np.concatenate(keys)).size if keys else 0)
-    return dict(per_polygon=np.asarray(per_polygon), unique=np.asarray(unique))
+    return dict(
+        per_polygon=np.asarray(per_polygon),
+        unique=np.asarray(unique),
+        single_edge=np.asarray(single),
+    )
 
 
 def _agree(costs: list[dict]) -> str:
@@ -433,6 +441,8 @@ def cost_rows(config, x0, mos, path: str) -> list[dict]:
                 row["unique_split_nodes"] = int(geo["unique"].sum())
                 row["splits_per_px"] = row["split_nodes"] / pixels
                 row["unique_splits_per_px"] = row["unique_split_nodes"] / pixels
+                # Splits whose node only one edge of the pixel's polygon touches, per level.
+                row["single_edge_fraction"] = (geo["single_edge"] / geo["per_polygon"]).tolist()
                 for tag, nodes in (
                     ("", row["split_nodes"]),
                     ("unique_", row["unique_split_nodes"]),

@@ -204,6 +204,8 @@ def test_coherence_outputs(coherence):
     for r in lag:
         assert r["split_nodes"] == r["split_nodes_geometry"] > r["unique_split_nodes"] > 0, r
         assert r["normals_ms"] > 0 and math.isfinite(r["unique_normals_vs_grid"]), r
+        assert len(r["single_edge_fraction"]) == int(r["method"].split("=")[1])
+        assert all(0.0 <= f <= 1.0 for f in r["single_edge_fraction"]), r
 
 
 def test_notebook_runs_on_the_small_workdirs(
