@@ -503,6 +503,7 @@ def _level(front, n, planes, *, k: int, k_next: int | None, level: int, depth: i
     c_in = [((code >> c) & 1) != 0 for c in range(4)]
     contrib = functools.reduce(jnp.add, [jnp.where(c_in[c], children[c], 0.0) for c in range(4)])
     num = functools.reduce(jnp.add, [(code >> c) & 1 for c in range(4)])  # (k,)
+    contrib = _layout.materialize(contrib, probe)
     acc = jax.ops.segment_sum(contrib.T, d, num_segments=m)
     cnt = jax.ops.segment_sum(num * 4 ** (depth - level - 1), d, num_segments=m)
     # Materialise the level's sums, so that XLA cannot merge them into the caller's running sum
@@ -515,7 +516,12 @@ def _level(front, n, planes, *, k: int, k_next: int | None, level: int, depth: i
     sel, _, total = _compact(flags.reshape(-1), k_next)
     parent, child = sel // 4, sel % 4
     n1, n2 = _threefry_words(k1[parent], k2[parent], 0, _u32(child))
-    nval = children[child, :, parent].T
+    # One scalar gather per feature from the flat (4, F, k) children: the values come out planar
+    # (a gather of (F,)-columns, what children[child, :, parent] lowers to, came out transposed and
+    # was copied back: about a tenth of a frame at F = 16).
+    f = children.shape[1]
+    flat, base = children.reshape(-1), child * (f * k) + parent
+    nval = jnp.stack([flat[base + i * k] for i in range(f)])
     nxt = (d[parent], 2 * gi[parent] + (child >> 1), 2 * gj[parent] + (child & 1), nval, n1, n2)
     return acc, cnt, nxt, total
 
