@@ -275,7 +275,9 @@ def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, 
     parent's, so every such node's ancestors are split too.) ``per_polygon`` counts each node once
     per polygon that splits it, as the frame does; ``unique`` counts each node once, which is what a
     frontier shared by neighbouring pixels would split; ``single_edge`` counts the (polygon, node)
-    splits that only one edge of the polygon touches.
+    splits that only one edge of the polygon touches; ``node_ids`` names every (polygon, node)
+    split by its node (equal ids for one node of one level), what such a frontier would have to
+    deduplicate.
 
     Args:
       verts: ``(P, V, 2)`` float32 polygon vertices ``(x, y)`` in keyframe pixels.
@@ -285,7 +287,8 @@ def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, 
 
     Returns:
       ``{"per_polygon": (L,), "unique": (L,), "single_edge": (L,)}`` int64 counts of split nodes
-      per level.
+      per level, and ``"node_ids"``: uint32 ``(sum of per_polygon,)``, level by level in polygon
+      order.
     """
     verts = np.asarray(verts, np.float32)
     valid = np.asarray(valid, bool)
@@ -299,7 +302,7 @@ def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, 
     ex, ey = vx - ux, vy - uy
     xmin, xmax, norm = np.minimum(ux, vx), np.maximum(ux, vx), np.abs(ex) + ey
     lo = np.floor(verts.min(axis=1)).astype(np.int64)  # (P, 2) window origin (x, y)
-    per_polygon, unique, single = [], [], []
+    per_polygon, unique, single, ids = [], [], [], []
     for level in range(depth):
         n = 2**level
         r = f32(0.5 * 2.0**-level - 0.5 * 2.0**-depth + sheet._EPS)
@@ -326,11 +329,14 @@ def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, 
             keys.append((rows[p, i] << 32) + (cols[p, j] & 0xFFFFFFFF))
         per_polygon.append(count)
         single.append(ones)
-        unique.append(np.unique(np.concatenate(keys)).size if keys else 0)
+        found, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+        unique.append(found.size)
+        ids.append(inverse.reshape(-1) + sum(unique[:-1]))
     return dict(
         per_polygon=np.asarray(per_polygon),
         unique=np.asarray(unique),
         single_edge=np.asarray(single),
+        node_ids=np.concatenate(ids).astype(np.uint32) if ids else np.zeros(0, np.uint32),
     )
 
 
@@ -360,6 +366,13 @@ def _split_normals(nodes: int, features: int, chunk: int = 8192):
     fn = jax.jit(lambda a, b, p: jax.lax.map(body, (a, b, jnp.broadcast_to(p, (nb,)))))
     probe = jnp.float32(0.0)
     return lambda: fn(k1, k2, probe)
+
+
+def _dedup_sort(ids: np.ndarray):
+    """A call that sorts node ids ``(N,)`` with their positions: how duplicates would be found."""
+    ids = jnp.asarray(ids, jnp.uint32)
+    fn = jax.jit(lambda a: jax.lax.sort((a, jnp.arange(a.shape[0], dtype=jnp.int32)), num_keys=1))
+    return lambda: fn(ids)
 
 
 def cost_rows(config, x0, mos, path: str) -> list[dict]:
@@ -453,6 +466,16 @@ def cost_rows(config, x0, mos, path: str) -> list[dict]:
                     n_ms, g_ms = _paired_ms(_split_normals(nodes, features), base, reps)
                     row[tag + "normals_ms"] = n_ms
                     row[tag + "normals_vs_grid"] = n_ms / g_ms
+                # The work that does not scale with F: the same frame of one sheet (F = 1),
+                # still against the grid step of all F.
+                one = x0.reshape((-1,) + x0.shape[-3:])[:1, ..., :1]
+                single, _ = common.compile_timed(fn, key, one, flow)
+                n_ms, g_ms = _paired_ms(lambda c=single, o=one, f=flow: c(key, o, f), base, reps)
+                row["one_sheet_ms"], row["one_sheet_vs_grid"] = n_ms, n_ms / g_ms
+                # A frontier shared by neighbouring pixels must first find its duplicates: time
+                # sorting this frame's split-node ids with their slots (XLA's sort).
+                n_ms, g_ms = _paired_ms(_dedup_sort(geo["node_ids"]), base, reps)
+                row["dedup_sort_ms"], row["dedup_sort_vs_grid"] = n_ms, n_ms / g_ms
             rows.append(row)
             out.write(row)
             logging.info(

@@ -204,6 +204,7 @@ def test_coherence_outputs(coherence):
     for r in lag:
         assert r["split_nodes"] == r["split_nodes_geometry"] > r["unique_split_nodes"] > 0, r
         assert r["normals_ms"] > 0 and math.isfinite(r["unique_normals_vs_grid"]), r
+        assert r["one_sheet_ms"] > 0 and math.isfinite(r["dedup_sort_vs_grid"]), r
         assert len(r["single_edge_fraction"]) == int(r["method"].split("=")[1])
         assert all(0.0 <= f <= 1.0 for f in r["single_edge_fraction"]), r
 

@@ -155,6 +155,8 @@ def test_frame_equals_the_sum_over_every_leaf(depth):
     counts = split_node_counts(verts, valid, depth)
     assert int(info["split_nodes"]) == int(counts["per_polygon"].sum()) > 0
     assert 0 < counts["unique"].sum() < counts["per_polygon"].sum()
+    ids = counts["node_ids"]
+    assert ids.size == counts["per_polygon"].sum() and np.unique(ids).size == counts["unique"].sum()
     ref, claims = _brute_force(key, x, flow, depth)
     assert claims.max() == 1
     np.testing.assert_allclose(np.asarray(y), ref, rtol=0, atol=2e-5)
