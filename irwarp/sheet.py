@@ -45,8 +45,8 @@ renormalised by the leaves they kept (still white, less coherent) and the drop i
 :func:`lagrangian_frame` with ``return_info=True``. A frame's cost is driven by its splits
 (``3 F`` normals each, reported as ``split_nodes``): a node on an edge shared by two pixels is split
 once for each of them (each pixel's frontier is its own; a frontier shared between pixels would
-split about 2.3x fewer nodes at ``L = 4``, but finding the shared nodes, a sort of the frame's
-split-node ids, costs more on CPU than the normals it saves; README, lagrangian cost).
+split about 2.3x fewer nodes at ``L = 4`` but is not implemented: finding the shared nodes by a
+sort of the frame's split-node ids costs more on CPU than the normals it would save; README).
 
 Keyframes. The keyframe plane extends beyond the frame (virtual roots), so content entering the
 frame is coherent too. What the sheet cannot follow is a pre-image that stops being a valid region
