@@ -23,6 +23,19 @@ def test_threefry_matches_jax():
     np.testing.assert_array_equal(np.stack(ours, -1), np.asarray(ref))
 
 
+def test_uniform_normal_is_the_quantile_of_every_level():
+    """All 2^23 levels against scipy's float64 quantile of the level's centre; odd symmetry."""
+    k = np.arange(2**23, dtype=np.uint32)
+    fn = jax.jit(_random.uniform_normal)
+    g = np.asarray(fn(jnp.asarray(k << 9)), np.float64)
+    exact = sps.norm.ppf((2.0 * k + 1.0) * 2.0**-24)
+    assert np.all(np.isfinite(g)) and np.abs(g).max() < 5.3
+    np.testing.assert_array_equal(g, -g[::-1])
+    np.testing.assert_allclose(g, exact, rtol=1e-6, atol=1e-6)
+    # The low 9 bits of a word are not used.
+    np.testing.assert_array_equal(g[:1000], np.asarray(fn(jnp.asarray((k[:1000] << 9) | 511))))
+
+
 def test_normals_law_and_determinism():
     key = jax.random.key(3)
     g = _random.normals(key, 50_000, 4)
