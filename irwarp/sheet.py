@@ -401,19 +401,6 @@ def _edge_planes(table: dict) -> jax.Array:
     return jnp.stack([table[name].T for name in _EDGE_FIELDS])
 
 
-def _edges_at(planes: jax.Array, index: jax.Array, probe) -> list[dict]:
-    """The ``V`` edges of the polygons ``index`` ``(k,)`` as field dicts ``(1, k)``.
-
-    One gather of the planar stack from :func:`_edge_planes`, materialised (fused into the
-    classification, the gather ran once per child; one small gather per field and edge costs more
-    in dispatch than in work).
-    """
-    at = _layout.materialize(planes[:, :, index], probe)  # (fields, V, k)
-    return [
-        {name: at[a, i][None] for a, name in enumerate(_EDGE_FIELDS)} for i in range(at.shape[1])
-    ]
-
-
 def _winding(edges: list, px: jax.Array, py: jax.Array) -> jax.Array:
     """Winding number of points ``(px, py)`` about polygons with ``edges`` (broadcasting).
 
