@@ -42,8 +42,8 @@ that holds its nodes, ``_FAST = (3/4,)`` of it (also ``3/5`` at the last level) 
 list (``lax.switch``), so the work follows the nodes present and the values are bit-identical
 either way (under ``vmap`` the switch runs every branch). Nodes beyond the whole list are
 dropped, the affected pixels are renormalised by the leaves they kept (still white, less
-coherent) and the drop is reported by
-:func:`lagrangian_frame` with ``return_info=True``. A frame's cost is driven by its splits
+coherent) and the drop is reported by :func:`lagrangian_frame` with ``return_info=True``. A
+frame's cost is driven by its splits
 (``3 F`` normals each, reported as ``split_nodes``): a node on an edge shared by two pixels is split
 once for each of them (each pixel's frontier is its own; a frontier shared between pixels would
 split about 2.3x fewer nodes at ``L = 4`` but is not implemented: finding the shared nodes by a
@@ -546,8 +546,8 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
     ``verts`` ``(m, V, 2)`` in keyframe coordinates, ``valid`` ``(m,)``. Level ``l`` of the
     frontier has ``_level_capacity(m, capacity, l)`` slots; only the shortest prefix
     ``_level_capacity(m, frac * capacity, l)``, ``frac`` in ``_FAST`` (and ``_FAST_LAST`` at the
-    last level) or 1, that holds its nodes is
-    processed (``lax.switch``), with bit-identical results.
+    last level) or 1, that holds its nodes is processed (``lax.switch``), with bit-identical
+    results.
     """
     m = verts.shape[0]
     table = _edge_table(verts)  # fields (m, V)
