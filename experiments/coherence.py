@@ -41,7 +41,9 @@ frame 0 along the composed flow of ``config.cost_frame`` frames of the cost moti
 ``lagrangian`` it also reports what limits a frame: its bridge splits (each needs ``3 F`` normals,
 ``F`` = batch x channels), counted by the frame and independently from the geometry
 (:func:`split_node_counts`), the time of drawing just those normals, and the same for the distinct
-nodes among them (the floor of a frontier shared between neighbouring pixels).
+nodes among them (the floor of a frontier shared between neighbouring pixels); the same frame with
+one sheet (``one_sheet_*``: the work that does not scale with ``F``) and the sort of the frame's
+split-node ids that such a shared frontier would need to find its duplicates (``dedup_sort_*``).
 
 Writes to the workdir: ``config.json``, ``metrics.jsonl`` (one line per method x motion x frame),
 ``cost.jsonl`` (one line per cost-table entry), ``summary.md`` (tables at a few frames, white

@@ -43,11 +43,11 @@ list (``lax.switch``), so the work follows the nodes present and the values are 
 either way (under ``vmap`` the switch runs every branch). Nodes beyond the whole list are
 dropped, the affected pixels are renormalised by the leaves they kept (still white, less
 coherent) and the drop is reported by :func:`lagrangian_frame` with ``return_info=True``. A
-frame's cost is driven by its splits
-(``3 F`` normals each, reported as ``split_nodes``): a node on an edge shared by two pixels is split
-once for each of them (each pixel's frontier is its own; a frontier shared between pixels would
-split about 2.3x fewer nodes at ``L = 4`` but is not implemented: finding the shared nodes by a
-sort of the frame's split-node ids costs more on CPU than the normals it would save; README).
+frame's cost is driven by its splits (``3 F`` normals each, reported as ``split_nodes``): a node
+on an edge shared by two pixels is split once for each of them (each pixel's frontier is its own;
+a frontier shared between pixels would split about 2.3x fewer nodes at ``L = 4`` but is not
+implemented: finding the shared nodes by a sort of the frame's split-node ids costs more on CPU
+than the normals it would save; README).
 
 Keyframes. The keyframe plane extends beyond the frame (virtual roots), so content entering the
 frame is coherent too. What the sheet cannot follow is a pre-image that stops being a valid region
@@ -578,8 +578,8 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
     acc = jax.ops.segment_sum(jnp.where(whole, value, 0.0).T, d, num_segments=m)
     cnt = jax.ops.segment_sum(whole.astype(jnp.int32) * 4**depth, d, num_segments=m)
     # The split roots, compacted: the frontier of level 0.
-    sel, _, n = _compact(partial[sel] & act, k0)
-    n0 = n
+    sel, _, n0 = _compact(partial[sel] & act, k0)
+    n = n0
     front = (d[sel], gi[sel], gj[sel], value[:, sel], k1[sel], k2[sel])
     for level in range(depth):
         last = level + 1 == depth
