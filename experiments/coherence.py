@@ -291,9 +291,19 @@ def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, 
       ``{"per_polygon": (L,), "unique": (L,), "single_edge": (L,)}`` int64 counts of split nodes
       per level, and ``"node_ids"``: uint32 ``(sum of per_polygon,)``, level by level in polygon
       order.
+
+    Raises:
+      ValueError: on vertices that are not ``(P, V, 2)`` with ``V >= 3``, ``valid`` that is not
+        ``(P,)``, or a depth that is not a non-negative integer.
     """
     verts = np.asarray(verts, np.float32)
     valid = np.asarray(valid, bool)
+    if verts.ndim != 3 or verts.shape[1] < 3 or verts.shape[2] != 2:
+        raise ValueError(f"verts must have shape (P, V, 2) with V >= 3; got {verts.shape}")
+    if valid.shape != verts.shape[:1]:
+        raise ValueError(f"valid must have shape (P,) = {verts.shape[:1]}; got {valid.shape}")
+    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 0:
+        raise ValueError(f"depth must be a non-negative integer; got {depth!r}")
     window = sheet._WINDOW
     f32 = np.float32
     ax, ay = verts[..., 0], verts[..., 1]

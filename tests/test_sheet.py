@@ -345,3 +345,15 @@ def test_warp_sequence_dispatches_to_the_sheet():
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     with pytest.raises(ValueError, match="upsample"):
         irwarp.warp_sequence(key, x, bflows, method="lagrangian", upsample=4)
+
+
+def test_split_node_counts_rejects_bad_input():
+    verts = np.zeros((4, 8, 2), np.float32)
+    with pytest.raises(ValueError, match=r"verts must have shape \(P, V, 2\)"):
+        split_node_counts(verts[..., :1], np.ones(4, bool), 2)
+    with pytest.raises(ValueError, match=r"valid must have shape \(P,\)"):
+        split_node_counts(verts, np.ones(3, bool), 2)
+    with pytest.raises(ValueError, match="depth must be a non-negative integer"):
+        split_node_counts(verts, np.ones(4, bool), -1)
+    with pytest.raises(ValueError, match="depth must be a non-negative integer"):
+        split_node_counts(verts, np.ones(4, bool), 2.0)
