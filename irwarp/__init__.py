@@ -1,34 +1,57 @@
 """irwarp: infinite-resolution integral noise warping (Deng et al., ICLR 2025) in JAX."""
 
-from irwarp import flows, flows3d, pipeline, records3d, resample, sheet, stats, video
+from irwarp import (
+    flows,
+    flows3d,
+    methods,
+    pipeline,
+    records3d,
+    resample,
+    sheet,
+    stats,
+    stream,
+    video,
+)
 from irwarp.bridge import bridge_increments
+from irwarp.methods import Method, Option, get_method, parse_method, register_method
 from irwarp.records import PartitionRecord, grid_record, particle_record, splat_record
 from irwarp.records3d import PartitionRecord3D, particle3d_record, splat3d_record
 from irwarp.resample import downsample, temporal_compress, upsample
-from irwarp.warp import METHODS, METHODS3D, apply_record, warp, warp_forward, warp_sequence
+from irwarp.stream import NoiseStream, StreamState, noise_stream, warp_sequence
+from irwarp.warp import METHODS, METHODS3D, apply_record, warp, warp_forward
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
     "METHODS3D",
+    "Method",
+    "NoiseStream",
+    "Option",
     "PartitionRecord",
     "PartitionRecord3D",
+    "StreamState",
     "apply_record",
     "bridge_increments",
     "downsample",
     "flows",
     "flows3d",
+    "get_method",
     "grid_record",
+    "methods",
+    "noise_stream",
+    "parse_method",
     "particle3d_record",
     "particle_record",
     "pipeline",
     "records3d",
+    "register_method",
     "resample",
     "sheet",
     "splat3d_record",
     "splat_record",
     "stats",
+    "stream",
     "temporal_compress",
     "upsample",
     "video",

@@ -42,7 +42,18 @@ def batch_max(value: jax.Array) -> jax.Array:
 @batch_max.def_vmap
 def _batch_max_vmap(axis_size, in_batched, value):
     del axis_size
-    return (jnp.max(value) if in_batched[0] else value), False
+    if not in_batched[0]:
+        return value, False
+    # An empty batch (vmap over zero examples) has no maximum; any value serves it.
+    return jnp.max(value, initial=_lowest(value.dtype)), False
+
+
+def _lowest(dtype):
+    if jnp.issubdtype(dtype, jnp.integer):
+        return jnp.iinfo(dtype).min
+    if jnp.issubdtype(dtype, jnp.floating):
+        return -jnp.inf
+    return False
 
 
 def in_buffer(fn: Callable, *args, always: jax.Array):

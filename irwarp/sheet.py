@@ -75,7 +75,6 @@ import jax
 import jax.numpy as jnp
 
 from irwarp import _layout, _sampling
-from irwarp import flows as flows_lib
 from irwarp._random import threefry_words as _threefry_words
 from irwarp._random import u32 as _u32
 from irwarp._random import uniform_normal as _uniform_normal
@@ -104,7 +103,7 @@ _WINDOW = 3
 # Target number of float32 child values per block of pixels (about 4 MiB: small blocks stay in
 # cache; measured faster than 8 or 32 MiB on a 2-core CPU).
 _BLOCK_FLOATS = 1 << 20
-_MAX_DEPTH = 12
+MAX_DEPTH = 12
 # Fractions of the frontier capacity offered at each level besides the full capacity; the level
 # processes the shortest one that holds its nodes (lax.switch), so the work follows the nodes
 # present, not the worst case. Typical use at L = 4 is 50-70% of the capacity per level.
@@ -126,9 +125,9 @@ def _check_depth(depth, name: str = "depth") -> int:
     if (
         not isinstance(depth, numbers.Integral)
         or isinstance(depth, bool)
-        or not 0 <= depth <= _MAX_DEPTH
+        or not 0 <= depth <= MAX_DEPTH
     ):
-        raise ValueError(f"{name} must be an integer in [0, {_MAX_DEPTH}]; got {depth!r}")
+        raise ValueError(f"{name} must be an integer in [0, {MAX_DEPTH}]; got {depth!r}")
     return int(depth)
 
 
@@ -795,14 +794,6 @@ def _frame(key, noise0, total_flow, frame, *, depth: int, capacity: float):
     return unfold(y), info
 
 
-def _check_keyframe_every(k) -> int | None:
-    if k is None:
-        return None
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"keyframe_every must be None or an integer >= 1; got {k!r}")
-    return int(k)
-
-
 def lagrangian_sequence(
     key: jax.Array,
     noise0: jax.Array,
@@ -814,8 +805,9 @@ def lagrangian_sequence(
 ) -> jax.Array:
     """Warp a sequence by integrating one virtual Brownian sheet per keyframe segment.
 
-    Frame ``t`` is :func:`lagrangian_frame` of the keyframe noise with the backward flows composed
-    from frame ``t`` back to the keyframe (``lax.scan``; ``irwarp.flows.compose``). Keyframes are
+    The same as ``irwarp.warp_sequence(key, noise0, flows, method="lagrangian", ...)``: frame ``t``
+    is :func:`lagrangian_frame` of the keyframe noise with the backward flows composed from frame
+    ``t`` back to the keyframe (the noise stream, :mod:`irwarp.stream`). Keyframes are
     frame 0 and, with ``keyframe_every=K``, every frame ``t = m K``: the frame's own noise becomes
     the roots of sheet ``m`` with key ``fold_in(key, m)`` and the composed flow restarts. Rigid
     motion is exact (no drift) within a segment; every frame is exactly white for injective maps.
@@ -837,41 +829,15 @@ def lagrangian_sequence(
     References:
       Module docstring; Deng et al. 2025 (arXiv:2411.01212); Chang et al. 2024.
     """
-    depth = _check_depth(depth)
-    capacity = _check_capacity(capacity)
-    every = _check_keyframe_every(keyframe_every)
-    noise0 = _check_noise(noise0)
-    h, w = noise0.shape[-3:-1]
-    flows = jnp.asarray(flows)
-    if flows.ndim != 4 or flows.shape[1:] != (h, w, 2):
-        raise ValueError(
-            f"flows must have shape (T, H, W, 2) = (T, {h}, {w}, 2); got {flows.shape}"
-        )
-    return _sequence(_typed_key(key), noise0, flows, depth=depth, capacity=capacity, every=every)
+    # The keyframe schedule and its keying live in the noise stream (irwarp.stream), once.
+    from irwarp import stream  # noqa: PLC0415 (irwarp.stream imports this module)
 
-
-@functools.partial(jax.jit, static_argnames=("depth", "capacity", "every"))
-def _sequence(key, noise0, flows, *, depth: int, capacity: float, every: int | None):
-    h, w = noise0.shape[-3:-1]
-    x0, unfold = _layout.fold(noise0)
-    flows = flows.astype(jnp.float32)
-
-    def body(carry, inputs):
-        x_key, total = carry
-        t, flow = inputs
-        total = flows_lib.compose(total, flow)
-        segment = 0 if every is None else (t - 1) // every
-        y, _ = _frame_flat(
-            jax.random.fold_in(key, segment), x_key, total, t, depth=depth, capacity=capacity
-        )
-        if every is not None:
-            restart = t % every == 0
-            x_key = jnp.where(restart, y, x_key)
-            total = jnp.where(restart, 0.0, total)
-        return (x_key, total), y
-
-    ts = jnp.arange(1, flows.shape[0] + 1)
-    zero = jnp.zeros((h, w, 2), jnp.float32)
-    _, frames = jax.lax.scan(body, (x0, zero), (ts, flows))
-    frames = jnp.concatenate([x0[None], frames], axis=0)
-    return jax.vmap(unfold)(frames)
+    return stream.warp_sequence(
+        key,
+        noise0,
+        flows,
+        method="lagrangian",
+        depth=depth,
+        capacity=capacity,
+        keyframe_every=keyframe_every,
+    )

@@ -29,17 +29,15 @@ References:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from irwarp import flows as flows_lib
+from irwarp import methods as methods_lib
 from irwarp import records, sheet
-from irwarp.pipeline import check_method
-from irwarp.warp import apply_record, warp
+from irwarp.stream import NoiseStream, StreamState, noise_stream
 
 __all__ = [
     "PROVIDERS",
@@ -122,12 +120,16 @@ def _check_prev_flow(prev: FrameNoise, flow: jax.Array) -> jax.Array:
         raise ValueError(f"prev must be a FrameNoise; got {type(prev).__name__}")
     flow = jnp.asarray(flow)
     h, w = prev.initial.shape[-3:-1]
-    if flow.shape != (h, w, 2):
-        raise ValueError(
-            f"flow must be the (H, W, 2) = {(h, w, 2)} backward flow of the noise's grid; got "
-            f"{flow.shape}"
-        )
-    return flow
+    if flow.shape == (h, w, 2):
+        return flow
+    b = prev.initial.shape[-4] if prev.initial.ndim >= 4 else None
+    if b is not None and flow.shape == (b, h, w, 2):
+        return flow
+    per_example = f" or (B, H, W, 2) = {(b, h, w, 2)}" if b is not None else ""
+    raise ValueError(
+        f"flow must be the (H, W, 2) = {(h, w, 2)} backward flow of the noise's grid"
+        f"{per_example} (one per example of the noise's axis -4); got {flow.shape}"
+    )
 
 
 class _Base:
@@ -187,19 +189,45 @@ class FixedProvider(_Base):
         return prev
 
 
-_RECORD_BUILDERS: dict[str, Callable] = {
-    "grid": records.grid_record,
-    "particle": records.particle_record,
-}
+def _warp_key(key: jax.Array, t) -> jax.Array:
+    """The stream keying of the warped providers: ``k_warp`` of frame ``t``."""
+    return _frame_keys(key, t)[2]
+
+
+def _sheet_key(key: jax.Array, m) -> jax.Array:
+    """The stream keying of the lagrangian provider: sheet ``m`` from ``k_warp`` of frame 0."""
+    return jax.random.fold_in(_frame_keys(key, 0)[2], m)
+
+
+def _advance(stream, key: jax.Array, state: StreamState, flow: jax.Array):
+    """``stream.step``; a per-example flow ``(B, H, W, 2)`` steps each example's stream.
+
+    With a per-example flow, the noise's axis ``-4`` is the batch ``B`` and example ``b`` is the
+    stream of key ``split(key, B)[b]`` (its own record, its own sheet).
+    """
+    if flow.ndim == 3:
+        return stream.step(key, state, flow)
+    keys = jax.random.split(key, flow.shape[0])
+    axes = StreamState(
+        -4, None if state.total_flow is None or state.total_flow.ndim == 3 else 0, None
+    )
+    return jax.vmap(stream.step, in_axes=(0, axes, 0), out_axes=(StreamState(-4, 0, None), -4))(
+        keys, state, flow
+    )
 
 
 @flax.struct.dataclass
 class WarpedProvider(_Base):
     """Each step's noise of frame ``t - 1`` warped to frame ``t`` along the backward flow.
 
+    The provider drives the method's noise stream (:mod:`irwarp.stream`) over the stacked
+    ``(S + 1, ..., H, W, C)`` noise with the frame key ``k_warp`` of frame ``t``: for ``grid`` and
+    ``particle`` one partition record per frame serves every step, batch element and channel
+    (DESIGN.md section 2).
+
     Attributes:
-      method: static; an :func:`irwarp.warp` method (``"grid"``, ``"particle"``, ``"chang"``,
-        ``"nearest"``, ``"bilinear"``, ``"fixed"``, ``"fresh"``).
+      method: static; a backward-flow chain method of the registry (``"grid"``, ``"particle"``,
+        ``"chang"``, ``"nearest"``, ``"bilinear"``, ``"fixed"``, ``"fresh"``, or a registered one).
       options: static ``((name, value), ...)`` method options (e.g. ``(("upsample", 4),)`` for
         chang).
       warp_initial_only: static; warp only the initial noise and draw the per-step noise fresh.
@@ -210,31 +238,36 @@ class WarpedProvider(_Base):
     warp_initial_only: bool = flax.struct.field(pytree_node=False, default=False)
 
     def __post_init__(self):
-        check_method(self.method, dict(self.options))
-        if self.method == "splat":
-            raise ValueError("WarpedProvider takes backward flows; method 'splat' is not supported")
+        method = methods_lib.get_method(self.method)
+        if method.kind != "chain" or method.flow != "backward":
+            raise ValueError(
+                f"WarpedProvider takes a backward-flow chain method; {self.method!r} is a "
+                f"{method.flow}-flow {method.kind} method"
+            )
+        method.resolve(dict(self.options), rank=2)
 
     @property
     def name(self) -> str:
         return self.method + ("_initial" if self.warp_initial_only else "")
 
+    @property
+    def stream(self) -> NoiseStream:
+        """The noise stream this provider drives."""
+        return noise_stream(self.method, keying=_warp_key, **dict(self.options))
+
     def record(self, flow: jax.Array) -> records.PartitionRecord | None:
-        """The partition record of ``flow`` for ``grid``/``particle``; ``None`` for other methods.
+        """The partition record of ``flow`` for a record-based method; ``None`` for others.
 
         Args:
           flow: ``(H, W, 2)`` backward flow of frame ``t``.
         """
-        builder = _RECORD_BUILDERS.get(self.method)
-        return None if builder is None else builder(flow, **dict(self.options))
-
-    def _warp(self, key: jax.Array, x: jax.Array, flow: jax.Array) -> jax.Array:
-        rec = self.record(flow)
-        if rec is None:
-            return warp(key, x, flow, method=self.method, **dict(self.options))
-        return apply_record(key, x, rec)
+        method = methods_lib.get_method(self.method)
+        if not method.record or 2 not in method.record:
+            return None
+        return method.record[2](flow, **method.resolve(dict(self.options), rank=2))
 
     def next(self, key: jax.Array, prev: FrameNoise, t, flow: jax.Array) -> FrameNoise:
-        """Noise of frame ``t``: ``warp(k_warp, stack(prev), flow)`` with one record for all steps.
+        """Noise of frame ``t``: the stream's step from ``stack(prev)`` along ``flow``.
 
         Args:
           key: PRNG key of the video.
@@ -242,7 +275,8 @@ class WarpedProvider(_Base):
             ``(S, ..., H, W, C)``.
           t: frame index ``>= 1``.
           flow: ``(H, W, 2)`` backward flow of frame ``t`` (``flow[i, j]`` points to where pixel
-            ``(i, j)`` of frame ``t`` came from in frame ``t - 1``); NaN pixels get fresh noise.
+            ``(i, j)`` of frame ``t`` came from in frame ``t - 1``), or ``(B, H, W, 2)``, one per
+            example (the noise's axis -4 is then ``B``); NaN pixels get fresh noise.
 
         Returns:
           A :class:`FrameNoise` shaped like ``prev``.
@@ -251,42 +285,32 @@ class WarpedProvider(_Base):
           Deng et al. 2025; DESIGN.md sections 2-3.
         """
         flow = _check_prev_flow(prev, flow)
-        k_init, k_steps, k_warp = _frame_keys(key, t)
+        carried = prev.initial[None] if self.warp_initial_only else prev.stacked()
+        state = StreamState(carried, None, jnp.asarray(t, jnp.int32) - 1)
+        _, y = _advance(self.stream, key, state, flow)
         if self.warp_initial_only:
-            steps = jax.random.normal(k_steps, prev.steps.shape, jnp.float32)
-            return FrameNoise(initial=self._warp(k_warp, prev.initial, flow), steps=steps)
-        return FrameNoise.from_stacked(self._warp(k_warp, prev.stacked(), flow))
+            steps = jax.random.normal(_frame_keys(key, t)[1], prev.steps.shape, jnp.float32)
+            return FrameNoise(initial=y[0], steps=steps)
+        return FrameNoise.from_stacked(y)
 
 
-@flax.struct.dataclass
-class SheetState:
-    """State of :class:`LagrangianProvider` carried in :attr:`FrameNoise.state`.
-
-    Attributes:
-      keyframe: ``(S' + 1, ..., H, W, C)`` stacked noise of the current keyframe (the roots of its
-        sheet): the initial noise followed by the per-step noise (``S' = 0`` with
-        ``warp_initial_only``).
-      total_flow: ``(H, W, 2)`` composed backward flow from the current frame to the keyframe
-        (zero at a keyframe).
-    """
-
-    keyframe: jax.Array
-    total_flow: jax.Array
+# The lagrangian provider's state is the noise stream's (one lagrangian state type).
+SheetState = StreamState
 
 
 @flax.struct.dataclass
 class LagrangianProvider(_Base):
     """Every step's noise integrated from the keyframe's virtual Brownian sheet (no chaining).
 
-    Frame ``t`` of keyframe segment ``m = (t - 1) // K`` is
-    ``Y_t = lagrangian_frame(fold_in(k_sheet, m), X_key, psi_t)`` of the stacked keyframe noise
-    ``X_key`` ``(S + 1, ..., H, W, C)``, with ``psi_t = compose(psi_{t-1}, flow_t)`` the composed
+    The provider drives the ``"lagrangian"`` noise stream (:mod:`irwarp.stream`, where the
+    keyframe schedule lives) over the stacked keyframe noise ``X_key`` ``(S + 1, ..., H, W, C)``:
+    frame ``t`` of keyframe segment ``m = (t - 1) // K`` is
+    ``Y_t = lagrangian_frame(fold_in(k_sheet, m), X_key, psi_t)`` with ``psi_t`` the composed
     backward flow from frame ``t`` to the keyframe. Every element of the stack (each step, batch
     element and channel) is an independent sheet of one call, so the per-step fields stay
-    independent. Frame 0 is the first keyframe; with ``keyframe_every=K`` frame ``t = m K`` becomes
-    the keyframe of segment ``m`` and ``psi`` restarts from zero. ``k_sheet`` is ``k_warp`` of frame
-    0 (unused by ``init``), so the stack of frames equals
-    ``irwarp.sheet.lagrangian_sequence(k_sheet, stack_0, flows, keyframe_every=K)``.
+    independent. ``k_sheet`` is ``k_warp`` of frame 0 (unused by ``init``), so the stack of frames
+    equals ``irwarp.warp_sequence(k_sheet, stack_0, flows, method="lagrangian", keyframe_every=K)``.
+    The stream's :class:`~irwarp.stream.StreamState` rides in :attr:`FrameNoise.state`.
 
     Attributes:
       depth: static leaf level ``L`` of the sheet (``2^L`` sub-pixels per side); cost ~ ``2^L``.
@@ -301,19 +325,28 @@ class LagrangianProvider(_Base):
     warp_initial_only: bool = flax.struct.field(pytree_node=False, default=False)
 
     def __post_init__(self):
-        sheet._check_depth(self.depth)
-        sheet._check_capacity(self.capacity)
-        sheet._check_keyframe_every(self.keyframe_every)
+        self.stream  # noqa: B018 (checks the options)
 
     @property
     def name(self) -> str:
         return "lagrangian" + ("_initial" if self.warp_initial_only else "")
 
+    @property
+    def stream(self) -> NoiseStream:
+        """The noise stream this provider drives."""
+        return noise_stream(
+            "lagrangian",
+            keying=_sheet_key,
+            depth=self.depth,
+            capacity=self.capacity,
+            keyframe_every=self.keyframe_every,
+        )
+
     def _carried(self, noise: FrameNoise) -> jax.Array:
         return noise.initial[None] if self.warp_initial_only else noise.stacked()
 
     def init(self, key: jax.Array, shape: Sequence[int], num_steps: int) -> FrameNoise:
-        """Noise of frame 0 (as every provider's) with the first keyframe as its state.
+        """Noise of frame 0 (as every provider's) with the stream's first state.
 
         Args:
           key: PRNG key of the video.
@@ -321,13 +354,11 @@ class LagrangianProvider(_Base):
           num_steps: ``S >= 0`` per-step noise fields.
 
         Returns:
-          A :class:`FrameNoise` with ``state`` a :class:`SheetState` (the stacked noise, zero
-          flow).
+          A :class:`FrameNoise` with ``state`` a :class:`~irwarp.stream.StreamState` (the
+          stacked noise as keyframe, zero flow, ``t = 0``).
         """
         noise = super().init(key, shape, num_steps)
-        h, w = noise.initial.shape[-3:-1]
-        state = SheetState(self._carried(noise), jnp.zeros((h, w, 2), jnp.float32))
-        return noise.replace(state=state)
+        return noise.replace(state=self.stream.init(self._carried(noise)))
 
     def next(self, key: jax.Array, prev: FrameNoise, t, flow: jax.Array) -> FrameNoise:
         """Noise of frame ``t`` from the keyframe's sheet over ``psi_t = compose(psi_{t-1}, flow)``.
@@ -335,16 +366,18 @@ class LagrangianProvider(_Base):
         Args:
           key: PRNG key of the video.
           prev: noise of frame ``t - 1`` made by this provider (its ``state`` a
-            :class:`SheetState`).
+            :class:`~irwarp.stream.StreamState`).
           t: frame index ``>= 1`` (int or traced int32).
-          flow: ``(H, W, 2)`` backward flow of frame ``t`` into frame ``t - 1``; NaN pixels (and
-            pixels whose composed flow is NaN) get fresh noise.
+          flow: ``(H, W, 2)`` backward flow of frame ``t`` into frame ``t - 1``, or ``(B, H, W,
+            2)`` one per example; NaN pixels (and pixels whose composed flow is NaN) get fresh
+            noise.
 
         Returns:
-          A :class:`FrameNoise` shaped like ``prev``, with the updated :class:`SheetState`.
+          A :class:`FrameNoise` shaped like ``prev``, with the updated state.
 
         Raises:
-          ValueError: if ``prev`` carries no :class:`SheetState` of its shape, or on a bad flow.
+          ValueError: if ``prev`` carries no lagrangian StreamState (SheetState) of its shape, or
+            on a bad flow.
 
         References:
           Deng et al. 2025; Chang et al. 2024; :mod:`irwarp.sheet`.
@@ -352,67 +385,65 @@ class LagrangianProvider(_Base):
         flow = _check_prev_flow(prev, flow)
         state = prev.state
         carried_shape = self._carried(prev).shape
-        if not isinstance(state, SheetState) or state.keyframe.shape != carried_shape:
+        if (
+            not isinstance(state, StreamState)
+            or state.total_flow is None
+            or state.frame.shape != carried_shape
+        ):
             raise ValueError(
-                "prev must be the FrameNoise of LagrangianProvider.init/next with a SheetState "
-                f"whose keyframe has shape {carried_shape}; got state {type(state).__name__}"
-                + (f" of shape {state.keyframe.shape}" if isinstance(state, SheetState) else "")
+                "prev must be the FrameNoise of LagrangianProvider.init/next with a lagrangian "
+                f"StreamState (SheetState) whose keyframe has shape {carried_shape}; got state "
+                f"{type(state).__name__}"
+                + (f" of shape {state.frame.shape}" if isinstance(state, StreamState) else "")
             )
-        k_sheet = _frame_keys(key, 0)[2]
-        k_steps = _frame_keys(key, t)[1]
-        total = flows_lib.compose(state.total_flow, flow.astype(jnp.float32))
-        every = self.keyframe_every
-        segment = 0 if every is None else (t - 1) // every
-        y = sheet.lagrangian_frame(
-            jax.random.fold_in(k_sheet, segment),
-            state.keyframe,
-            total,
-            depth=self.depth,
-            capacity=self.capacity,
-            frame=t,
-        )
-        keyframe = state.keyframe
-        if every is not None:
-            restart = t % every == 0
-            keyframe = jnp.where(restart, y, keyframe)
-            total = jnp.where(restart, 0.0, total)
-        new_state = SheetState(keyframe, total)
+        state = StreamState(state.frame, state.total_flow, jnp.asarray(t, jnp.int32) - 1)
+        new_state, y = _advance(self.stream, key, state, flow)
         if self.warp_initial_only:
-            steps = jax.random.normal(k_steps, prev.steps.shape, jnp.float32)
+            steps = jax.random.normal(_frame_keys(key, t)[1], prev.steps.shape, jnp.float32)
             return FrameNoise(initial=y[0], steps=steps, state=new_state)
         return FrameNoise.from_stacked(y, new_state)
 
 
 Provider = FreshProvider | FixedProvider | WarpedProvider | LagrangianProvider
 
-_CHANG = re.compile(r"chang(\d+)")
+
+def _fixed(warp_initial_only: bool = False) -> Provider:
+    # With warp_initial_only, "fixed" keeps the initial noise and draws fresh per-step noise.
+    if warp_initial_only:
+        return WarpedProvider("fixed", (), warp_initial_only=True)
+    return FixedProvider()
+
+
+def _fresh_provider(warp_initial_only: bool = False) -> Provider:
+    del warp_initial_only  # every step is fresh anyway
+    return FreshProvider()
+
 
 PROVIDERS: dict[str, Callable[..., Provider]] = {
-    "fresh": lambda **o: FreshProvider(),
-    # With warp_initial_only, "fixed" keeps the initial noise and draws fresh per-step noise.
-    "fixed": lambda warp_initial_only=False: (
-        WarpedProvider("fixed", (), warp_initial_only=True)
-        if warp_initial_only
-        else FixedProvider()
-    ),
-    "nearest": lambda **o: WarpedProvider("nearest", (), **o),
-    "bilinear": lambda **o: WarpedProvider("bilinear", (), **o),
-    "grid": lambda capacity=3, edge_points=2, **o: WarpedProvider(
-        "grid", (("capacity", capacity), ("edge_points", edge_points)), **o
-    ),
-    "particle": lambda **o: WarpedProvider("particle", (), **o),
-    "chang": lambda upsample=4, capacity=3, **o: WarpedProvider(
-        "chang", (("upsample", upsample), ("capacity", capacity)), **o
-    ),
+    "fresh": _fresh_provider,
+    "fixed": _fixed,
     "lagrangian": lambda **o: LagrangianProvider(**o),
 }
-"""Provider factories by name; ``make_provider`` also accepts ``"chang<N>"`` (e.g. ``"chang4"``)."""
+"""Providers that are not a warp method's stream, by name. Every other name is a method of the
+registry (:mod:`irwarp.methods`): a backward-flow chain method gives its :class:`WarpedProvider`
+(``"grid"``, ``"particle"``, ``"chang"``, ``"chang<N>"``, a registered method, ...)."""
 
 
 def register_provider(name: str, factory: Callable[..., Provider]) -> None:
-    """Adds a provider factory ``factory(**options) -> provider`` under ``name``."""
-    if not isinstance(name, str) or not name or _CHANG.fullmatch(name):
-        raise ValueError(f"expected a new provider name (not 'chang<N>'); got {name!r}")
+    """Adds a provider factory ``factory(**options) -> provider`` under ``name``.
+
+    (A new warp method registered with :func:`irwarp.register_method` needs no provider: it has
+    one already.)
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"expected a new provider name; got {name!r}")
+    try:
+        methods_lib.parse_method(name)
+    except ValueError:
+        pass
+    else:
+        if name not in PROVIDERS:
+            raise ValueError(f"{name!r} is a method of the registry; it has its provider already")
     PROVIDERS[name] = factory
 
 
@@ -420,9 +451,10 @@ def make_provider(name: str, **options) -> Provider:
     """A noise provider by name.
 
     Args:
-      name: ``"fresh"``, ``"fixed"``, ``"nearest"``, ``"bilinear"``, ``"grid"``, ``"particle"``,
-        ``"chang"`` or ``"chang<N>"`` (Chang et al. with ``N x N`` upsampling), ``"lagrangian"``,
-        or a name added with :func:`register_provider`.
+      name: ``"fresh"``, ``"fixed"``, ``"lagrangian"``, a name added with
+        :func:`register_provider`, or any backward-flow chain method of the registry or its
+        shorthand: ``"grid"``, ``"particle"``, ``"nearest"``, ``"bilinear"``, ``"chang"`` or
+        ``"chang<N>"`` (Chang et al. with ``N x N`` upsampling).
       **options: method options (``capacity``, ``edge_points`` for grid; ``upsample``,
         ``capacity`` for chang; ``depth``, ``capacity``, ``keyframe_every`` for lagrangian) and
         ``warp_initial_only`` for the warped providers.
@@ -433,20 +465,26 @@ def make_provider(name: str, **options) -> Provider:
     Raises:
       ValueError: on an unknown name or option.
     """
-    m = _CHANG.fullmatch(name) if isinstance(name, str) else None
-    if m:
-        if "upsample" in options:
-            raise ValueError(f"{name!r} already sets upsample; got upsample={options['upsample']}")
-        name, options = "chang", dict(options, upsample=int(m.group(1)))
-    if name not in PROVIDERS:
-        raise ValueError(
-            f"unknown noise provider {name!r}; known: {', '.join(PROVIDERS)}, 'chang<N>'"
-        )
-    if name in ("fresh", "fixed") and options:
-        unknown = set(options) - {"warp_initial_only"}
-        if unknown:
-            raise ValueError(f"provider {name!r} takes no options; got {sorted(unknown)}")
+    if name in PROVIDERS:
+        if name in ("fresh", "fixed") and set(options) - {"warp_initial_only"}:
+            unknown = sorted(set(options) - {"warp_initial_only"})
+            raise ValueError(f"provider {name!r} takes no options; got {unknown}")
+        try:
+            return PROVIDERS[name](**options)
+        except TypeError as e:
+            raise ValueError(f"bad options {sorted(options)} for provider {name!r}: {e}") from e
     try:
-        return PROVIDERS[name](**options)
-    except TypeError as e:
-        raise ValueError(f"bad options {sorted(options)} for provider {name!r}: {e}") from e
+        method, implied = methods_lib.parse_method(name)
+    except ValueError:
+        known = ", ".join(
+            list(PROVIDERS) + list(methods_lib.method_names(kind="chain", flow="backward"))
+        )
+        raise ValueError(f"unknown noise provider {name!r}; known: {known}, 'chang<N>'") from None
+    clash = set(implied) & set(options)
+    if clash:
+        raise ValueError(f"{name!r} already sets {sorted(clash)}; got {options}")
+    warp_initial_only = options.pop("warp_initial_only", False)
+    resolved = methods_lib.get_method(method).resolve(dict(implied, **options), rank=2)
+    return WarpedProvider(
+        method, methods_lib.freeze_options(resolved), warp_initial_only=warp_initial_only
+    )
