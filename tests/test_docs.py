@@ -187,3 +187,21 @@ def test_readme_names_every_optional_dependency_with_its_extras():
             f"{name}: README says extras {rows[name][0]}, setup.cfg {want}"
         )
         assert len(rows[name][1]) > 10, f"{name}: no reason given"
+
+
+def test_changelog_keeps_a_changelog_with_stream_changes_first():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    versions = re.findall(r"^## \[([^\]]+)\]", text, re.M)
+    assert versions[0] == "Unreleased", versions
+    init = (ROOT / "irwarp" / "__init__.py").read_text()
+    version = re.search(r'__version__ = "([^"]+)"', init).group(1)
+    assert version in versions, f"__version__ {version} has no CHANGELOG section"
+    for block in re.split(r"^## ", text, flags=re.M)[1:]:
+        heads = re.findall(r"^### (.*)$", block, re.M)
+        assert set(heads) <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
+        changed = block.split("### Changed", 1)
+        if len(changed) == 2:
+            bullets = re.findall(r"^- (.*)$", changed[1].split("\n### ", 1)[0], re.M)
+            stream = [b.startswith("Random stream") for b in bullets]
+            # Changes of the random stream for the same key come first.
+            assert stream == sorted(stream, reverse=True), "random-stream changes must come first"
