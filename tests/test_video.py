@@ -123,6 +123,132 @@ def test_consistency_mask():
     assert np.isnan(np.asarray(flow)[~np.asarray(valid)]).all()
 
 
+# ----------------------------------------------------------------------------- input checks (issue 18)
+
+
+def test_float_frames_in_unit_range_are_scaled_not_truncated():
+    """Float frames in [0, 1] give the flow of their uint8 version (they used to become 0/1)."""
+    h, w, m, sx = 48, 64, 8, 3
+    big = _texture(h + 2 * m, w + 2 * m)
+    f0 = big[m : m + h, m : m + w]
+    f1 = big[m : m + h, m - sx : m - sx + w]
+    ref = video.estimate_flow(f1, f0)
+    for dtype in (np.float32, np.float64):
+        got = video.estimate_flow(f1.astype(dtype) / 255, f0.astype(dtype) / 255)
+        np.testing.assert_allclose(got, ref, atol=1e-3)
+    inner = (slice(m, -m), slice(m, -m))
+    assert abs(np.median(ref[inner][..., 0]) + sx) < 0.1
+    for method in video.FLOW_METHODS:  # gray float frames too, through flow_estimator
+        est = video.flow_estimator(method)
+        g0, g1 = f0[..., 0], f1[..., 0]
+        np.testing.assert_allclose(
+            est(g1.astype(np.float32) / 255, g0.astype(np.float32) / 255), est(g1, g0), atol=1e-3
+        )
+
+
+def test_frames_of_unclear_range_or_dtype_are_rejected():
+    f = _texture(16, 16)
+    for bad, match in (
+        (f.astype(np.float32), r"\[0, 1\].*255"),  # float frames holding 0..255
+        (f.astype(np.float32) / 255 - 0.5, r"\[0, 1\]"),
+        (np.full((16, 16, 3), np.nan, np.float32), "finite"),
+        (f.astype(np.int32) * 300, "0..255"),
+        (f.astype(bool), "bool"),
+        (f.astype(np.complex64), "complex"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            video.estimate_flow(bad, f)
+    # Integer frames within 0..255 and 16-bit frames are fine.
+    np.testing.assert_array_equal(
+        video.estimate_flow(f.astype(np.int64), f), video.estimate_flow(f, f)
+    )
+    np.testing.assert_array_equal(
+        video.estimate_flow(f.astype(np.uint16) * 257, f), video.estimate_flow(f, f)
+    )
+
+
+def test_farneback_parameters_are_checked():
+    """winsize=0 used to give NaN everywhere (100 % fresh noise) without an error."""
+    f = _texture(32, 32)
+    for name, value in (
+        ("winsize", 0),
+        ("winsize", -3),
+        ("winsize", 15.5),
+        ("levels", 0),
+        ("iterations", 0),
+        ("poly_n", 0),
+        ("poly_n", 2),
+        ("poly_sigma", 0.0),
+        ("poly_sigma", float("nan")),
+        ("pyr_scale", 0.0),
+        ("pyr_scale", 1.0),
+        ("levels", True),
+    ):
+        with pytest.raises(ValueError, match=f"{name}.*{value!r}"):
+            video.flow_estimator("farneback", **{name: value})
+        with pytest.raises(ValueError, match=name):
+            video.estimate_flow(f, f, method="farneback", **{name: value})
+    flow = video.estimate_flow(f, f, method="farneback", winsize=1, levels=1, pyr_scale=0.25)
+    assert np.isfinite(flow).all()
+
+
+def test_consistency_mask_with_huge_forward_flow_is_inconsistent():
+    """|r|^2 overflowed float32 for flows near 1e20 px and inf <= inf marked them consistent."""
+    h, w = 12, 16
+    b = irwarp.flows.translation(h, w, 2.0, 0.0)  # sources inside frame t for columns 0..13
+    for big in (1e20, -3e19, 3e38, np.inf, -np.inf, np.nan):
+        f = jnp.full((h, w, 2), big, jnp.float32)
+        valid = np.asarray(video.consistency_mask(b, f))
+        assert not valid[:, : w - 2].any() and valid[:, w - 2 :].all(), big
+    # Huge backward flows point outside frame t: left to the warp, as before.
+    hb = irwarp.flows.translation(h, w, 1e20, -1e20)
+    assert np.asarray(video.consistency_mask(hb, -hb)).all()
+    # The threshold itself is unchanged: |r|^2 <= alpha (|b|^2 + |f|^2) + beta with r = (e, 0).
+    b = irwarp.flows.translation(64, 64, 20.0, 0.0)
+    for e, expected in ((2.5, True), (2.9, False)):  # 6.25 <= 7.56; 8.41 > 7.42
+        f = irwarp.flows.translation(64, 64, -20.0 + e, 0.0)
+        valid = np.asarray(video.consistency_mask(b, f))
+        assert (valid[:, :44] == expected).all() and valid[:, 44:].all(), e
+
+
+def test_consistency_mask_tolerances_are_checked():
+    b = irwarp.flows.translation(8, 8, 1.0, 0.0)
+    for alpha, beta in ((-0.01, 0.5), (0.01, -0.5), (float("nan"), 0.5), (0.01, float("inf"))):
+        with pytest.raises(ValueError, match="alpha|beta"):
+            video.consistency_mask(b, -b, alpha, beta)
+        with pytest.raises(ValueError, match="alpha|beta"):
+            video.masked_backward_flow(b, -b, alpha, beta)
+    # Still usable inside a caller's jit, with traced tolerances.
+    got = jax.jit(video.consistency_mask)(b, -b, 0.01, 0.5)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(video.consistency_mask(b, -b)))
+
+
+def test_complex_or_non_numeric_flow_files_are_rejected(tmp_path):
+    """The imaginary part used to be dropped with only a ComplexWarning."""
+    flows = np.zeros((3, 4, 5, 2), np.complex64) + 1j
+    np.save(tmp_path / "c.npy", flows)
+    with pytest.raises(ValueError, match="complex64"):
+        video.load_flows(tmp_path / "c.npy")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    np.save(folder / "0.npy", np.zeros((4, 5, 2), np.float32))
+    np.save(folder / "1.npy", np.zeros((4, 5, 2), np.complex128))
+    with pytest.raises(ValueError, match=r"1\.npy.*complex128"):
+        video.load_flows(folder)
+    np.save(folder / "1.npy", np.zeros((4, 5, 2), bool))
+    with pytest.raises(ValueError, match="bool"):
+        video.load_flows(folder)
+    np.save(folder / "1.npy", np.zeros((4, 5, 2), np.float16))
+    assert video.load_flows(folder)[1].dtype == np.float32
+
+
+def test_video_info_fps_must_be_positive():
+    for fps in (0.0, -25.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="fps"):
+            video.VideoInfo(path="x", kind="video", num_frames=3, size=(4, 4), fps=fps)
+    assert video.probe(video.default_clip("carphone_pristine.mp4")).fps > 0
+
+
 # ----------------------------------------------------------------------------- chunking, sharding
 
 
