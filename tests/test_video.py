@@ -249,6 +249,108 @@ def test_video_info_fps_must_be_positive():
     assert video.probe(video.default_clip("carphone_pristine.mp4")).fps > 0
 
 
+# ----------------------------------------------------------------------------- warp_image
+
+
+def _pattern(h, w, c=3):
+    """A recognisable, non-symmetric pattern: every pixel value distinct."""
+    return np.arange(h * w * c, dtype=np.float32).reshape(h, w, c) / (h * w * c)
+
+
+@pytest.mark.parametrize("dx,dy", [(3, 0), (-3, 0), (0, 2), (0, -2), (2, -1)])
+def test_warp_image_integer_shift_moves_like_the_noise_warps(dx, dy):
+    """Backward flow (dx, dy): out[i, j] = image[i + dy, j + dx] (DESIGN.md section 1), exactly
+    irwarp.warp(..., method="nearest") wherever the source is inside the frame."""
+    h, w = 10, 12
+    image = _pattern(h, w)
+    flow = irwarp.flows.translation(h, w, dx, dy)
+    out, valid = video.warp_image(image, flow)
+    assert out.shape == (h, w, 3) and out.dtype == jnp.float32 and valid.shape == (h, w)
+    out, valid = np.asarray(out), np.asarray(valid)
+    ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    inside = (ii + dy >= 0) & (ii + dy < h) & (jj + dx >= 0) & (jj + dx < w)
+    np.testing.assert_array_equal(valid, inside)
+    src = image[np.clip(ii + dy, 0, h - 1), np.clip(jj + dx, 0, w - 1)]
+    np.testing.assert_array_equal(out[inside], src[inside])
+    nearest = np.asarray(irwarp.warp(jax.random.key(0), image, flow, method="nearest"))
+    np.testing.assert_array_equal(out[inside], nearest[inside])
+    # Outside: "clamp" repeats the edge pixel (the value above), "zeros" gives 0.
+    np.testing.assert_array_equal(out[~inside], src[~inside])
+    zeros, valid_z = video.warp_image(image, flow, border="zeros")
+    np.testing.assert_array_equal(np.asarray(valid_z), valid)
+    np.testing.assert_array_equal(np.asarray(zeros)[inside], src[inside])
+    assert not np.asarray(zeros)[~inside].any()
+
+
+def test_warp_image_matches_cv2_remap_on_a_smooth_flow():
+    h, w = 40, 48
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 2.0)
+    flow = np.asarray(
+        irwarp.flows.rotation(h, w, 6.0) + irwarp.flows.translation(h, w, 0.37, -0.81)
+    )
+    out, valid = video.warp_image(image, flow)
+    ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    # OpenCV puts pixel centres at integer coordinates: psi(centre) - 0.5.
+    map_x = (jj + flow[..., 0]).astype(np.float32)
+    map_y = (ii + flow[..., 1]).astype(np.float32)
+    for border, cv_border in (("clamp", cv2.BORDER_REPLICATE), ("zeros", cv2.BORDER_CONSTANT)):
+        ref = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv_border, borderValue=0)
+        got = np.asarray(video.warp_image(image, flow, border=border)[0])
+        interior = (map_x >= 1) & (map_x <= w - 2) & (map_y >= 1) & (map_y <= h - 2)
+        assert interior.mean() > 0.7
+        # OpenCV quantises the bilinear weights to 1/32 px: a few 1e-3 on this image.
+        np.testing.assert_allclose(got[interior], ref[interior], atol=3e-3)
+        if border == "zeros":  # the zero border is OpenCV's constant border everywhere
+            np.testing.assert_allclose(got, ref, atol=3e-3)
+    assert np.asarray(valid).mean() > 0.8
+
+
+def test_warp_image_batches_jit_vmap_nan_flow_and_dtypes():
+    h, w = 8, 10
+    images = np.stack([_pattern(h, w), _pattern(h, w)[::-1]])  # (B, H, W, C)
+    flows = np.stack([irwarp.flows.translation(h, w, 1, 0), irwarp.flows.translation(h, w, 0, -1)])
+    batched, valid = video.warp_image(images, flows)
+    assert batched.shape == (2, h, w, 3) and valid.shape == (2, h, w)
+    for b in range(2):
+        one, v = video.warp_image(images[b], flows[b])
+        np.testing.assert_array_equal(batched[b], one)
+        np.testing.assert_array_equal(valid[b], v)
+    shared, _ = video.warp_image(images, flows[0])  # one flow for every leading index
+    np.testing.assert_array_equal(shared[1], video.warp_image(images[1], flows[0])[0])
+    jitted = jax.jit(video.warp_image, static_argnames="border")(images, flows, border="zeros")
+    np.testing.assert_allclose(jitted[0], video.warp_image(images, flows, border="zeros")[0])
+    vmapped = jax.vmap(video.warp_image)(jnp.asarray(images), jnp.asarray(flows))
+    np.testing.assert_allclose(vmapped[0], batched)
+    # NaN flow (occluded): not valid, filled with 0 (not NaN) so that masked sums stay finite.
+    nan_flow = np.asarray(flows[0]).copy()
+    nan_flow[2, 3] = np.nan
+    out, v = video.warp_image(images[0], nan_flow)
+    assert not bool(v[2, 3]) and float(out[2, 3].sum()) == 0.0 and np.isfinite(out).all()
+    # Half precision in, half precision out (computed in float32); uint8 frames come back float32.
+    half, _ = video.warp_image(images[0].astype(jnp.bfloat16), flows[0])
+    assert half.dtype == jnp.bfloat16
+    frame = (255 * images[0]).astype(np.uint8)
+    as_float, _ = video.warp_image(frame, flows[0])
+    assert as_float.dtype == jnp.float32
+    np.testing.assert_allclose(as_float[:, :-1], frame[:, 1:].astype(np.float32))
+
+
+def test_warp_image_bad_inputs():
+    img = np.zeros((8, 10, 3), np.float32)
+    flow = np.zeros((8, 10, 2), np.float32)
+    with pytest.raises(ValueError, match=r"\(\.\.\., H, W, C\).*\(8, 10\)"):
+        video.warp_image(img[..., 0], flow)
+    with pytest.raises(ValueError, match=r"\(8, 10, 2\).*\(8, 9, 2\)"):
+        video.warp_image(img, flow[:, :9])
+    with pytest.raises(ValueError, match=r"\(2, 8, 10, 2\)"):
+        video.warp_image(img, np.zeros((2, 8, 10, 2)))
+    with pytest.raises(ValueError, match="border"):
+        video.warp_image(img, flow, border="reflect")
+    with pytest.raises(ValueError, match="complex"):
+        video.warp_image(img.astype(np.complex64), flow)
+
+
 # ----------------------------------------------------------------------------- chunking, sharding
 
 
