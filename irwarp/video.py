@@ -604,9 +604,10 @@ def consistency_mask(
     :func:`irwarp.flows.compose`), pixel ``p`` is consistent when
     ``|r|^2 <= alpha (|b(p)|^2 + |f(q)|^2) + beta``, or when ``q`` lies outside frame ``t``
     (left to the warp). Non-finite backward flow is inconsistent, and so is a non-finite
-    ``f(q)`` or ``r``. The squared norms are compared after dividing every vector by the largest
-    component involved (and ``beta`` by its square), so flows beyond ``1e19`` px, whose squares
-    overflow float32, are decided as in exact arithmetic instead of as ``inf <= inf``.
+    ``f(q)`` or ``r``. Where a component exceeds ``2^40`` px the squared norms are compared after
+    dividing the three vectors by their largest component (and ``beta`` by its square), so flows
+    beyond ``1e19`` px, whose squares overflow float32, are decided as in exact arithmetic
+    instead of as ``inf <= inf`` (below ``2^40`` nothing is rescaled: the same bits as before).
 
     Jit-compiled; callable inside a caller's ``jit`` (``alpha`` and ``beta`` may then be traced,
     and are only checked when they are concrete).
