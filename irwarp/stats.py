@@ -16,8 +16,9 @@ the flow. The functions here measure both:
   :func:`moments`, :func:`ks_normal` and :func:`cross_channel_corr` serve volumes as they are.
 
 Noise is channels-last ``(..., H, W, C)``; every leading dimension (batch ``B``, frames ``T``)
-is pooled as more samples. Flow is backward flow ``(H, W, 2)`` with vectors ``(dx, dy)``: pixel
-``(i, j)`` of frame ``t+1`` came from ``(j + 0.5 + dx, i + 0.5 + dy)`` in frame ``t``.
+is pooled as more samples (:func:`whiteness_checks` judges frames apart with ``frame_axes``).
+Flow is backward flow ``(H, W, 2)`` with vectors ``(dx, dy)``: pixel ``(i, j)`` of frame ``t+1``
+came from ``(j + 0.5 + dx, i + 0.5 + dy)`` in frame ``t``.
 Statistics are computed in float32 whatever the input float dtype and returned as float32.
 
 Everything except :func:`summary`, :func:`whiteness_checks` and :func:`whiteness_tolerances`
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import statistics
 
 import jax
@@ -574,30 +576,47 @@ def whiteness_tolerances(
     }
 
 
-def whiteness_checks(x: jax.Array, num_se: float = 5.0, ks_alpha: float = 1e-3) -> dict[str, bool]:
-    """Pass/fail checks that ``x`` looks i.i.d. N(0, 1), with tolerances from the sample size.
+def _check_frame_axes(frame_axes, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Normalised leading axes of ``shape`` ``(..., H, W, C)`` that index frames."""
+    if frame_axes is None:
+        return ()
+    axes = (frame_axes,) if isinstance(frame_axes, numbers.Integral) else frame_axes
+    try:
+        axes = tuple(axes)
+    except TypeError:
+        axes = None
+    lead = len(shape) - 3
+    if axes is None or any(
+        isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in axes
+    ):
+        raise ValueError(
+            f"frame_axes must be None, an int or a tuple of ints (leading axes of x); got "
+            f"{frame_axes!r}"
+        )
+    out = []
+    for a in axes:
+        if not -len(shape) <= a < len(shape) or int(a) % len(shape) >= lead:
+            raise ValueError(
+                f"frame_axes must name leading axes of x (..., H, W, C), i.e. axes 0..{lead - 1} "
+                f"(or {-len(shape)}..{-4}); got {frame_axes!r} for x of shape {shape}"
+            )
+        out.append(int(a) % len(shape))
+    if len(set(out)) != len(out):
+        raise ValueError(f"frame_axes must not repeat an axis; got {frame_axes!r}")
+    return tuple(sorted(out))
 
-    ``mean``: ``|mean| <= num_se / sqrt(n)``; ``var``: ``|var - 1| <= num_se sqrt(2/n)``;
-    ``ac_x``/``ac_y``: ``|corr| <= num_se / sqrt(n_pairs)``; ``max_cross``: largest off-diagonal
-    channel correlation within a Bonferroni-corrected bound over the ``C (C-1) / 2`` pairs;
-    ``ks``: KS p-value ``> ks_alpha``. See :func:`whiteness_tolerances` for the derivations.
 
-    Args:
-      x: noise ``(..., H, W, C)`` with ``H, W >= 2``, any float dtype.
-      num_se: number of standard errors allowed per check (default 5).
-      ks_alpha: smallest acceptable KS p-value (default 1e-3).
+def _family_se(num_se: float, count: int) -> float:
+    """``z`` with ``P(|N(0,1)| > z) = P(|N(0,1)| > num_se) / count`` (Bonferroni; ``count = 1``:
+    ``num_se`` itself)."""
+    if count <= 1:
+        return float(num_se)
+    tail = statistics.NormalDist().cdf(-num_se) / count
+    return -statistics.NormalDist().inv_cdf(tail) if tail > 0 else float(num_se)
 
-    Returns:
-      Dict of Python bools ``mean``, ``var``, ``ac_x``, ``ac_y``, ``max_cross``, ``ks`` and
-      ``all`` (their conjunction). A NaN statistic fails its check.
 
-    Raises:
-      ValueError: if ``x`` has rank < 3, is not floating point, or ``H`` or ``W`` is < 2.
-    """
-    x = _check_noise(x)
-    row = summary(x)
-    tol = whiteness_tolerances(x.shape, num_se, ks_alpha)
-    checks = {
+def _pass_fail(row: dict[str, float], tol: dict[str, float]) -> dict[str, bool]:
+    return {
         "mean": abs(row["mean"]) <= tol["mean"],
         "var": abs(row["var"] - 1.0) <= tol["var"],
         "ac_x": abs(row["ac_x"]) <= tol["ac_x"],
@@ -605,6 +624,64 @@ def whiteness_checks(x: jax.Array, num_se: float = 5.0, ks_alpha: float = 1e-3) 
         "max_cross": row["max_cross"] <= tol["max_cross"],
         "ks": row["ks_p"] > tol["ks_p"],
     }
+
+
+def whiteness_checks(
+    x: jax.Array, num_se: float = 5.0, ks_alpha: float = 1e-3, *, frame_axes=None
+) -> dict[str, bool]:
+    """Pass/fail checks that ``x`` looks i.i.d. N(0, 1), with tolerances from the sample size.
+
+    ``mean``: ``|mean| <= num_se / sqrt(n)``; ``var``: ``|var - 1| <= num_se sqrt(2/n)``;
+    ``ac_x``/``ac_y``: ``|corr| <= num_se / sqrt(n_pairs)``; ``max_cross``: largest off-diagonal
+    channel correlation within a Bonferroni-corrected bound over the ``C (C-1) / 2`` pairs;
+    ``ks``: KS p-value ``> ks_alpha``. See :func:`whiteness_tolerances` for the derivations.
+
+    Which samples are pooled. By default (``frame_axes=None``) all ``n = L H W C`` elements of
+    ``x`` form one sample: the leading dims (``L`` their product) are taken as independent
+    draws, e.g. a batch ``B`` of independent noises or fresh noise per frame. The tolerances
+    assume that independence, so a stack of *warped* frames ``(T, H, W, C)``, which are
+    correlated in time by design, can fail on healthy noise (the pooled KS test sees ``T``
+    near-copies as ``T`` times more data). Name the time axis in ``frame_axes`` to judge such a
+    stack frame by frame: each index of the ``frame_axes`` (``F`` frames in all, the product of
+    their sizes) is judged on its own sample, pooling only the other leading axes with its
+    ``H W C`` elements (for ``(T, B, H, W, C)`` with ``frame_axes=0``: the ``B`` independent
+    batch elements of one frame). A check passes when it passes in every frame, at tolerances
+    Bonferroni-corrected over the ``F`` frames (``num_se`` becomes ``z_F`` with
+    ``P(|N(0,1)| > z_F) = P(|N(0,1)| > num_se) / F``, ``ks_alpha`` becomes ``ks_alpha / F``), so
+    the whole stack has about the false-alarm rate of one check on one frame; a stack whose
+    frames each pass the default check on their own therefore passes. With ``F = 1`` the result
+    is the pooled one.
+
+    Args:
+      x: noise ``(..., H, W, C)`` with ``H, W >= 2``, any float dtype.
+      num_se: number of standard errors allowed per check (default 5).
+      ks_alpha: smallest acceptable KS p-value (default 1e-3).
+      frame_axes: ``None`` (pool everything), or an int or tuple of ints naming leading axes of
+        ``x`` (not ``H``, ``W``, ``C``) whose indices are frames to judge separately; negative
+        values count from the end.
+
+    Returns:
+      Dict of Python bools ``mean``, ``var``, ``ac_x``, ``ac_y``, ``max_cross``, ``ks`` and
+      ``all`` (their conjunction). A NaN statistic fails its check.
+
+    Raises:
+      ValueError: if ``x`` has rank < 3, is not floating point, or ``H`` or ``W`` is < 2, or if
+        ``frame_axes`` does not name distinct leading axes.
+    """
+    x = _check_noise(x)
+    axes = _check_frame_axes(frame_axes, x.shape)
+    if not axes:
+        checks = _pass_fail(summary(x), whiteness_tolerances(x.shape, num_se, ks_alpha))
+    else:
+        rest = [a for a in range(x.ndim) if a not in axes]
+        frames = jnp.transpose(x, axes + tuple(rest))
+        count = math.prod(x.shape[a] for a in axes)
+        if count == 0:
+            raise ValueError(f"frame_axes {frame_axes!r} of x {x.shape} hold no frames")
+        frames = frames.reshape((count,) + frames.shape[len(axes) :])
+        tol = whiteness_tolerances(frames.shape[1:], _family_se(num_se, count), ks_alpha / count)
+        per_frame = [_pass_fail(summary(frames[f]), tol) for f in range(count)]
+        checks = {k: all(c[k] for c in per_frame) for k in per_frame[0]}
     checks["all"] = all(checks.values())
     return checks
 
