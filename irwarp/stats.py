@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from jax.scipy.stats import norm
 
 from irwarp._sampling import pixel_centres, sample_bilinear, sanitize_flow
-from irwarp.flows3d import sample_trilinear, voxel_centres
+from irwarp.flows import sample_trilinear, voxel_centres
 from irwarp.records import sanitize_flow3d
 
 __all__ = [
