@@ -56,7 +56,7 @@ import numpy as np
 from absl import logging
 
 import irwarp
-from experiments import common
+from experiments import common, terrain
 from experiments import paper_common as pc
 from irwarp import flows as flows_lib
 from irwarp import flows3d, stats
@@ -307,7 +307,7 @@ def camera_path(cfg) -> tuple[jax.Array, list[jax.Array], list[jax.Array]]:
     h, w = (int(s) for s in cfg.size)
     k_mat = flows_lib.intrinsics_from_fov(h, w, float(cfg.fov_deg))
     depth_fn = jax.jit(
-        lambda k, e: flows_lib.terrain_depth(
+        lambda k, e: terrain.terrain_depth(
             h,
             w,
             k,

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from irwarp import _sampling
-from irwarp.records import _check_int_option, flow_at_offsets, polygon_offsets
+from irwarp._checks import check_int_option as _check_int_option
+from irwarp.records import flow_at_offsets, polygon_offsets
 
 __all__ = [
     "fresh_warp",

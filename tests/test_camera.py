@@ -220,7 +220,7 @@ def test_visibility_mask_flags_hidden_points():
     assert not mask2[0, 0] and mask2[1, 1]
 
 
-def test_plane_and_terrain_depths_lie_on_their_surfaces():
+def test_plane_depth_lies_on_its_plane():
     k = _k()
     n, off = np.array([0.1, -0.4, 1.0]), 3.0
     d = np.asarray(flows.plane_depth(H, W, k, n, off))
@@ -233,17 +233,15 @@ def test_plane_and_terrain_depths_lie_on_their_surfaces():
     assert ok.mean() > 0.5
     np.testing.assert_allclose((d[..., None] * rays)[ok] @ n, off, rtol=1e-5)
     assert (rays[~ok] @ n <= 0).all()  # misses are rays that point away from the plane
+    # camera_rays are those rays (K^-1 (u, v, 1) at the pixel centres).
+    np.testing.assert_allclose(np.asarray(flows.camera_rays(H, W, k)), rays, rtol=1e-6, atol=1e-6)
 
-    e = flows.look_at(np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.4, 4.0]))
-    z = np.asarray(
-        flows.terrain_depth(H, W, k, e, ground=1.0, amplitude=0.3, wavelength=2.0, far=30.0)
-    )
-    hit = np.isfinite(z)
-    assert 0.2 < hit.mean() < 1.0  # ground below, sky above
-    pts = (z[..., None] * rays) @ np.asarray(e[:3, :3])  # R^T X (the eye is at the origin)
-    g = 1.0 - 0.3 * np.sin(np.pi * pts[..., 0]) * np.sin(np.pi * pts[..., 2])
-    np.testing.assert_allclose(pts[..., 1][hit], g[hit], atol=1e-3)
-    assert (rays @ np.asarray(e[:3, :3]))[..., 1][~hit].max() < 0.2  # the sky looks up-ish
+
+def test_terrain_depth_moved_to_the_experiments():
+    """The ray-cast terrain is experiments/terrain.py (tests/test_terrain.py); the library says so."""
+    assert "terrain_depth" not in flows.__all__
+    with pytest.raises(AttributeError, match="experiments/terrain.py"):
+        flows.terrain_depth  # noqa: B018
 
 
 @pytest.mark.parametrize(
@@ -257,6 +255,8 @@ def test_plane_and_terrain_depths_lie_on_their_surfaces():
         (lambda: flows.intrinsics(-1.0, 1.0, 0.0, 0.0), "fx must be positive"),
         (lambda: flows.intrinsics_from_fov(4, 4, 180.0), "fov_deg"),
         (lambda: flows.plane_depth(4, 4, _k(), (0.0, 1.0)), "normal"),
+        (lambda: flows.camera_rays(4, 0, _k()), "positive integer"),
+        (lambda: flows.camera_rays(4, 4, np.eye(2)), "intrinsics"),
         (
             lambda: flows.visibility_mask(jnp.zeros((4, 4, 2)), jnp.ones((4, 5)), jnp.ones((4, 4))),
             "depth_moved",

@@ -476,3 +476,76 @@ def test_bad_shapes():
         flows.zoom(4, 5, 0.0)
     with pytest.raises(ValueError, match="iterations"):
         flows.backward_from_forward(good, iterations=-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The package: organised by concept, every public name of the old module kept.
+
+# flows.__all__ before irwarp.flows became a package (terrain_depth moved to experiments/terrain.py).
+OLD_PUBLIC = (
+    "DEGENERATE",
+    "FLO_MAGIC",
+    "affine",
+    "backward_from_forward",
+    "camera_flow",
+    "collapse",
+    "compose",
+    "flow_to_map",
+    "fold_over",
+    "forward_from_backward",
+    "identity",
+    "intrinsics",
+    "intrinsics_from_fov",
+    "leave_frame",
+    "look_at",
+    "map_to_flow",
+    "mask_flow",
+    "nan_patch",
+    "plane_depth",
+    "read_flo",
+    "relative_pose",
+    "rotation",
+    "shear",
+    "shear_waves",
+    "translation",
+    "visibility_mask",
+    "vortex",
+    "write_flo",
+    "zoo",
+    "zoom",
+)
+
+
+def test_old_public_names_are_kept_and_grouped_by_concept():
+    from irwarp.flows import _algebra, _camera, _io, _synthetic
+
+    assert set(OLD_PUBLIC) <= set(flows.__all__)
+    assert len(set(flows.__all__)) == len(flows.__all__)
+    for name in flows.__all__:
+        assert getattr(flows, name) is not None, name
+    owners = {}
+    for module in (_synthetic, _algebra, _camera, _io):
+        for name in module.__all__:
+            assert getattr(flows, name) is getattr(module, name), (module.__name__, name)
+            owners[name] = module.__name__
+    assert set(owners) == set(flows.__all__)  # each public name has one home
+    assert owners["compose"].endswith("_algebra") and owners["zoo3d"].endswith("_synthetic")
+    assert owners["camera_flow"].endswith("_camera") and owners["read_flo"].endswith("_io")
+
+
+def test_no_module_outside_the_package_reaches_into_it():
+    """Library and experiments use only public names of irwarp.flows (STYLE.md)."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(flows.__file__).resolve().parents[2]
+    pattern = re.compile(r"\bflows(3d|_lib)?\._\w|irwarp\.flows\._\w|from irwarp\.flows\._")
+    offenders = []
+    for folder in ("irwarp", "experiments"):
+        for path in (root / folder).rglob("*.py"):
+            if path.parent.name == "flows" and path.parent.parent.name == "irwarp":
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert not offenders, offenders

@@ -148,3 +148,69 @@ def test_library_imports_without_the_video_extras():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- causal temporal layout
+
+
+def _slow_causal(x: np.ndarray, k: int, mode: str) -> np.ndarray:
+    """Reference for the causal layout T = 1 + k m: frame 0 alone, then groups of k (loops)."""
+    t = x.shape[0]
+    out = [x[0].astype(np.float64)]
+    for j in range(1, (t - 1) // k + 1):
+        group = x[k * (j - 1) + 1 : k * j + 1].astype(np.float64)
+        if mode == "subsample":
+            out.append(x[k * j].astype(np.float64))  # video frame k j: the last of its group
+        elif mode == "integral":
+            out.append(group.sum(0) / np.sqrt(k))
+        else:
+            out.append(group.mean(0))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("mode", resample.TEMPORAL_MODES)
+@pytest.mark.parametrize("t,k", [(49, 4), (9, 4), (1, 4), (7, 3), (5, 1), (13, 2)])
+def test_causal_layout_matches_reference(mode, t, k):
+    x = np.asarray(_noise(20, (t, 2, 4, 6, 3)))
+    z = resample.temporal_compress(jnp.asarray(x), k, mode=mode, causal=True)
+    assert z.shape == (1 + (t - 1) // k, 2, 4, 6, 3) and z.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(z), _slow_causal(x, k, mode), rtol=1e-5, atol=1e-5)
+    if mode == "subsample":  # latent frame j is video frame k j, bit for bit
+        np.testing.assert_array_equal(np.asarray(z), x[::k])
+    # Another time axis gives the same numbers.
+    moved = resample.temporal_compress(
+        jnp.moveaxis(jnp.asarray(x), 0, 2), k, mode=mode, axis=2, causal=True
+    )
+    np.testing.assert_allclose(np.asarray(jnp.moveaxis(moved, 2, 0)), np.asarray(z), atol=1e-6)
+
+
+def test_causal_49_frames_to_13_and_the_plain_layout_is_unchanged():
+    x = _noise(21, (48, 4, 4, 2))
+    for mode in resample.TEMPORAL_MODES:  # the existing layout: identical outputs
+        plain = resample.temporal_compress(x, 4, mode=mode)
+        assert plain.shape == (12, 4, 4, 2)
+        assert np.array_equal(
+            np.asarray(plain), np.asarray(resample.temporal_compress(x, 4, mode=mode, causal=False))
+        )
+    np.testing.assert_array_equal(resample.temporal_compress(x, 4), x[::4])
+    y = _noise(22, (49, 4, 4, 2))
+    assert resample.temporal_compress(y, 4, causal=True).shape == (13, 4, 4, 2)
+    with pytest.raises(ValueError, match=r"T = 49.*causal=True"):
+        resample.temporal_compress(y, 4)  # the plain layout still asks for a multiple of k
+    with pytest.raises(ValueError, match=r"1 \+ k m.*T = 48"):
+        resample.temporal_compress(x, 4, causal=True)
+    with pytest.raises(ValueError, match="causal"):
+        resample.temporal_compress(y, 4, causal="yes")
+
+
+def test_causal_subsample_of_a_warped_video_keeps_standard_normal():
+    """Each latent frame of 49 warped frames (13 latents) is an input frame: exactly N(0, 1)."""
+    h = w = 32
+    flows = jnp.broadcast_to(irwarp.flows.translation(h, w, 0.3, -0.2), (48, h, w, 2))
+    x0 = _noise(23, (h, w, 4))
+    frames = irwarp.warp_sequence(jax.random.key(24), x0, flows, method="grid")
+    z = resample.temporal_compress(frames, 4, causal=True)
+    assert z.shape == (13, h, w, 4)
+    for j in range(13):
+        assert irwarp.stats.whiteness_checks(z[j])["all"], (j, irwarp.stats.summary(z[j]))
+    assert irwarp.stats.whiteness_checks(z, frame_axes=0)["all"]

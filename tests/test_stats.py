@@ -367,6 +367,105 @@ def test_radial_power_spectrum_custom_bins_and_rectangles():
 
 
 # ------------------------------------------------------------------------------------------
+# Volumes: the same functions with ndim=3.
+# ------------------------------------------------------------------------------------------
+
+VSHAPE = (2, 5, 6, 7, 2)  # (L, D, H, W, C), all extents different
+
+
+def test_autocorr_of_volumes_matches_numpy_reference():
+    x = np.asarray(_white(31, VSHAPE), np.float64)
+    for lag in (1, 2):
+        got = stats.autocorr(x.astype(np.float32), lag=lag, ndim=3)
+        want = []
+        for axis in (-2, -3, -4):  # x, y, z
+            a = np.take(x, range(x.shape[axis] - lag), axis=axis)
+            b = np.take(x, range(lag, x.shape[axis]), axis=axis)
+            want.append(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_volume_seen_as_images_gives_the_same_x_and_y_statistics():
+    """ndim=3 adds the z axis; x and y are computed by the same code on the same pairs."""
+    x = _white(32, VSHAPE)
+    ac3, ac2 = stats.autocorr(x, ndim=3), stats.autocorr(x)
+    assert len(ac3) == 3 and len(ac2) == 2
+    np.testing.assert_array_equal(np.asarray(ac3[:2]), np.asarray(ac2))
+    tol3 = stats.whiteness_tolerances(VSHAPE, ndim=3)
+    assert {k: v for k, v in tol3.items() if k != "ac_z"} == stats.whiteness_tolerances(VSHAPE)
+    lead, d, h, w, c = VSHAPE
+    assert tol3["ac_z"] == pytest.approx(5.0 / math.sqrt(lead * (d - 1) * h * w * c))
+    row3, row2 = stats.summary(x, ndim=3), stats.summary(x)
+    assert set(row3) == set(row2) | {"ac_z"}
+    assert {k: v for k, v in row3.items() if k != "ac_z"} == row2
+
+
+def test_radial_power_spectrum_of_volumes_matches_numpy_reference():
+    x = _white(33, VSHAPE)
+    num_bins = 3
+    xd = np.asarray(x, np.float64)
+    d, h, w = VSHAPE[1:4]
+    power = np.abs(np.fft.fftn(xd, axes=(-4, -3, -2))) ** 2 / (d * h * w)
+    power = power.reshape((-1, d, h, w, VSHAPE[-1])).mean(axis=(0, 4))
+    fz, fy, fx = np.meshgrid(*(np.fft.fftfreq(n) for n in (d, h, w)), indexing="ij")
+    radius = np.sqrt(fz**2 + fy**2 + fx**2)
+    want = np.zeros(num_bins)
+    counts = np.zeros(num_bins)
+    for r, pw in zip(radius.ravel(), power.ravel(), strict=True):
+        if r <= 0.5:
+            b = min(int(r / 0.5 * num_bins), num_bins - 1)
+            want[b] += pw
+            counts[b] += 1
+    freqs, got = stats.radial_power_spectrum(x, num_bins, ndim=3)
+    np.testing.assert_allclose(freqs, (np.arange(num_bins) + 0.5) * 0.5 / num_bins, rtol=1e-6)
+    np.testing.assert_allclose(got, want / counts, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ("trilinear", "nearest"))
+def test_temporal_correlation_of_volumes_follows_the_flow_along_z(mode):
+    """cur = prev shifted by one voxel in depth: the backward flow dz = -1 gives exactly 1."""
+    prev = _white(34, VSHAPE)
+    cur = jnp.roll(prev, 1, axis=-4)  # cur[k] = prev[k - 1]
+    d, h, w = VSHAPE[1:4]
+    back = jnp.zeros((d, h, w, 3)).at[..., 2].set(-1.0)
+    rho = float(stats.temporal_correlation(prev, cur, back, mode=mode, ndim=3))
+    assert rho == pytest.approx(1.0, abs=1e-5)
+    wrong = float(stats.temporal_correlation(prev, cur, -back, mode=mode, ndim=3))
+    assert abs(wrong) < 0.2
+
+
+def test_temporal_correlation_of_volumes_with_planar_flow_equals_images():
+    """A flow with dz = 0 and the same (dx, dy) in every slice: the 2D value (nearest mode)."""
+    prev, cur = _white(35, VSHAPE), _white(36, VSHAPE)
+    cur = 0.6 * cur + 0.8 * jnp.roll(prev, (1, -1), axis=(-3, -2))
+    d, h, w = VSHAPE[1:4]
+    flow2 = jnp.broadcast_to(jnp.array([1.3, -0.7]), (h, w, 2))
+    flow3 = jnp.concatenate([flow2, jnp.zeros((h, w, 1))], -1)
+    flow3 = jnp.broadcast_to(flow3, (d, h, w, 3))
+    rho3 = stats.temporal_correlation(prev, cur, flow3, mode="nearest", ndim=3)
+    rho2 = stats.temporal_correlation(prev, cur, flow2, mode="nearest")
+    np.testing.assert_allclose(rho3, rho2, rtol=1e-5)
+    assert float(rho2) > 0.5
+
+
+def test_volume_arguments_are_checked():
+    x = _white(37, VSHAPE)
+    d, h, w = VSHAPE[1:4]
+    with pytest.raises(ValueError, match=r"\(\.\.\., D, H, W, C\) \(rank >= 4\)"):
+        stats.autocorr(x[0, 0], ndim=3)
+    with pytest.raises(ValueError, match="ndim must be 2 .* or 3"):
+        stats.radial_power_spectrum(x, ndim=1)
+    with pytest.raises(ValueError, match=r"\(D, H, W, 3\) = \(5, 6, 7, 3\)"):
+        stats.temporal_correlation(x, x, jnp.zeros((h, w, 2)), ndim=3)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        stats.temporal_correlation(x, x, jnp.zeros((d, h, w, 3)), mode="bilinear", ndim=3)
+    with pytest.raises(ValueError, match=r"mask must have shape \(D, H, W\)"):
+        stats.temporal_correlation(x, x, jnp.zeros((d, h, w, 3)), mask=jnp.ones((h, w)), ndim=3)
+    with pytest.raises(ValueError, match=r"rank >= 4"):
+        stats.whiteness_tolerances((4, 4, 2), ndim=3)
+
+
+# ------------------------------------------------------------------------------------------
 # Summary, dtypes, validation, jit.
 # ------------------------------------------------------------------------------------------
 

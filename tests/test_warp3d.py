@@ -16,10 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference
 import reference3d as ref
 
 import irwarp
-from irwarp import flows3d, records3d, stats
+from irwarp import flows, flows3d, records, records3d, stats
 
 D, H, W, C = 5, 6, 7, 3  # all different, so a swapped axis shows up
 METHODS = ("particle", "splat")
@@ -30,8 +31,8 @@ _WARP = {
     "splat": jax.jit(irwarp.warp_forward),
 }
 _RECORD = {
-    "particle": jax.jit(records3d.particle3d_record),
-    "splat": jax.jit(records3d.splat3d_record),
+    "particle": jax.jit(records.particle3d_record),
+    "splat": jax.jit(records.splat3d_record),
 }
 _REFERENCE = {"particle": ref.particle_volumes, "splat": ref.splat_volumes}
 # Flow constructors jitted once: op-by-op dispatch of the advection's RK4 costs seconds.
@@ -198,6 +199,87 @@ def test_record_volumes_discriminate_direction_and_axes():
     assert np.abs(_dense(_RECORD["particle"](swapped), n) - want).max() > 0.1
 
 
+# The particle and splat records of both ranks are one rank-generic code: check it against the 2D
+# reference (tests/reference.py) as well, and that an image is a volume of depth 1.
+
+SMALL2D = (5, 6)
+RANK_FLOWS_2D = ("translation", "rotation", "zoom_out", "shear", "fold_over", "collapse")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", RANK_FLOWS_2D)
+def test_rank_generic_records_match_the_2d_reference(method, name):
+    h, w = SMALL2D
+    flow = np.asarray(flows.zoo(h, w)[name])
+    build = records.particle_record if method == "particle" else records.splat_record
+    want = (reference.particle_areas if method == "particle" else reference.splat_areas)(flow)
+    record = build(flow)
+    assert record.shape == (h, w) and record.fanout == 4 and record.num_pieces == 4 * h * w
+    np.testing.assert_allclose(_dense(record, h * w), want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", RANK_FLOWS_2D + ("nan_patch",))
+def test_image_records_are_depth_one_volume_records(method, name):
+    """A 2D flow as a ``(1, H, W, 3)`` flow with ``dz = 0``: the same pieces, bit for bit.
+
+    Each voxel's 8 pieces are its pixel's 4 pieces (depth 0) followed by 4 pieces of area 0 (the
+    depth-1 cells lie outside the volume), and the diagnostics agree.
+    """
+    h, w = SMALL2D
+    flow = np.asarray(flows.zoo(h, w)[name])
+    lifted = np.concatenate([flow, np.zeros_like(flow[..., :1])], -1)[None]
+    if method == "particle":
+        r2, r3 = records.particle_record(flow), records.particle3d_record(lifted)
+    else:
+        r2, r3 = records.splat_record(flow), records.splat3d_record(lifted)
+    assert r3.shape == (1, h, w) and r3.fanout == 8 and r3.layout == r2.layout
+    area3 = np.asarray(r3.area).reshape(h * w, 8)
+    np.testing.assert_array_equal(area3[:, :4].reshape(-1), np.asarray(r2.area))
+    np.testing.assert_array_equal(area3[:, 4:], 0.0)
+    for field in ("src", "dst"):
+        got = np.asarray(getattr(r3, field)).reshape(h * w, 8)[:, :4].reshape(-1)
+        np.testing.assert_array_equal(got, np.asarray(getattr(r2, field)))
+    np.testing.assert_array_equal(np.asarray(r3.dst_area())[0], np.asarray(r2.dst_area()))
+    np.testing.assert_array_equal(np.asarray(r3.source_use)[0], np.asarray(r2.source_use))
+    assert int(r3.num_failsafe()) == int(r2.num_failsafe())
+    assert int(r3.num_overflow()) == int(r2.num_overflow()) == 0
+    assert float(r3.overflow_area()) == float(r2.overflow_area()) == 0.0
+
+
+def test_old_3d_names_still_work():
+    """records3d, flows3d and the stats *3d names are the rank-generic code under old names."""
+    assert records.PartitionRecord3D is records.PartitionRecord is irwarp.PartitionRecord3D
+    for name in records3d.__all__:
+        assert getattr(records3d, name) is getattr(records, name), name
+    assert irwarp.particle3d_record is records.particle3d_record
+    for name in flows3d.__all__:
+        assert getattr(flows3d, name) is getattr(flows, name), name
+    rec = records3d.particle3d_record(_const(0.3, -0.2, 0.4))
+    assert isinstance(rec, records3d.PartitionRecord3D) and rec.dst_area().shape == (D, H, W)
+    x = np.asarray(_noise(3, (2, D, H, W, C)))
+    y = np.asarray(_noise(4, (2, D, H, W, C)))
+    flow = _const(0.3, -0.2, 0.4)
+    same = np.testing.assert_array_equal
+    same(stats.autocorr3d(x, 2), stats.autocorr(x, 2, ndim=3))
+    same(stats.radial_power_spectrum3d(x, 3), stats.radial_power_spectrum(x, 3, ndim=3))
+    for mode in ("trilinear", "nearest"):
+        same(
+            stats.temporal_correlation3d(x, y, flow, mode=mode),
+            stats.temporal_correlation(x, y, flow, mode=mode, ndim=3),
+        )
+    same(stats.temporal_correlation3d(x, y, flow), stats.temporal_correlation(x, y, flow, ndim=3))
+    assert stats.summary3d(x) == stats.summary(x, ndim=3)
+    assert list(stats.summary(x, ndim=3)) == [
+        "mean", "var", "ks", "ks_p", "ac_x", "ac_y", "ac_z", "max_cross"
+    ]  # fmt: skip
+    assert stats.whiteness_tolerances3d(x.shape, 4.0) == stats.whiteness_tolerances(
+        x.shape, 4.0, ndim=3
+    )
+    # As images, the volume's depth is one more leading axis: same keys as the 2D row.
+    assert set(stats.summary(x)) == set(stats.summary(x, ndim=3)) - {"ac_z"}
+
+
 @functools.cache
 def _moments(method: str, name: str):
     """Sample ``E[Y_d X_s]`` and ``E[Y_d Y_d']`` over ``R`` draws carried as channels."""
@@ -248,7 +330,7 @@ def test_zoo_output_is_white(method, name):
     # are uniform, KS p = 0.41, measured when the head normals became slot-major).
     y = _WARP[method](jax.random.key(8), x, _zoo()[name])
     checks = stats.whiteness_checks3d(y)
-    assert checks["all"], (method, name, checks, stats.summary3d(y))
+    assert checks["all"], (method, name, checks, stats.summary(y, ndim=3))
     if name == "leave_volume" and method == "particle":  # every voxel disoccluded: all fresh
         np.testing.assert_array_equal(_RECORD[method](_zoo()[name]).dst_area(), 0.0)
 
@@ -342,9 +424,11 @@ class TestBadInput:
         with pytest.raises(ValueError, match=r"\(T, D, H, W, 3\)"):
             irwarp.warp_sequence(self.key, _noise(), jnp.zeros((D, H, W, 3)), method="particle")
         with pytest.raises(ValueError, match=r"\(D, H, W, 3\)"):
-            records3d.particle3d_record(jnp.zeros((H, W, 3)))
+            records.particle3d_record(jnp.zeros((H, W, 3)))
+        with pytest.raises(ValueError, match=r"\(H, W, 2\)"):
+            records.particle_record(jnp.zeros((D, H, W, 3)))
         with pytest.raises(ValueError, match="record's grid"):
-            rec = records3d.splat3d_record(jnp.zeros((D, H, W, 3)))
+            rec = records.splat3d_record(jnp.zeros((D, H, W, 3)))
             irwarp.apply_record(self.key, _noise(shape=(D, H, W + 1, C)), rec)
 
     def test_flows3d_input(self):
@@ -355,7 +439,13 @@ class TestBadInput:
         with pytest.raises(ValueError, match=r"\(3, 3\)"):
             flows3d.affine3d(2, 2, 2, np.eye(2))
         with pytest.raises(ValueError, match="rank >= 4"):
+            stats.autocorr(_noise(shape=(H, W, C)), ndim=3)
+        with pytest.raises(ValueError, match="rank >= 4"):
             stats.autocorr3d(_noise(shape=(H, W, C)))
+        with pytest.raises(ValueError, match="ndim must be 2"):
+            stats.summary(_noise(), ndim=4)
+        with pytest.raises(ValueError, match="mode must be one of"):
+            stats.temporal_correlation(_noise(), _noise(), _const(0, 0, 0), mode="bilinear", ndim=3)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -410,11 +500,11 @@ def test_advection_is_volume_preserving_and_invertible():
 def test_stats3d_detect_correlation_along_each_axis():
     x = np.asarray(_noise(1, (4, 8, 9, 10, 4)))
     assert stats.whiteness_checks3d(x)["all"]
-    freqs, power = stats.radial_power_spectrum3d(x)
+    freqs, power = stats.radial_power_spectrum(x, ndim=3)
     assert np.all(np.abs(np.asarray(power) - 1.0) < 0.3), power
     for axis, key in ((-2, "ac_x"), (-3, "ac_y"), (-4, "ac_z")):
         y = (x + np.roll(x, 1, axis=axis)) / np.sqrt(2.0)
-        row = stats.summary3d(y)
+        row = stats.summary(y, ndim=3)
         assert abs(row[key] - 0.5) < 0.05, (key, row)
         others = {"ac_x", "ac_y", "ac_z"} - {key}
         assert all(abs(row[k]) < 0.05 for k in others), row
@@ -431,7 +521,7 @@ def test_use_case_rotating_and_advected_volume(method, motion):
     """Each frame white; consecutive frames coherent along the motion.
 
     The trilinear correlation of an exact warp with fractional motion is about
-    ``E sqrt(prod_axes ((1 - s)^2 + s^2)) ~ 0.55`` (see ``temporal_correlation3d``); resampling
+    ``E sqrt(prod_axes ((1 - s)^2 + s^2)) ~ 0.55`` (see ``stats.temporal_correlation``); resampling
     against the motion or not at all gives much less (the standard error is ~0.01).
     """
     n, t = 12, 3
@@ -444,9 +534,9 @@ def test_use_case_rotating_and_advected_volume(method, motion):
     flows = jnp.stack([back if method == "particle" else fwd] * t)
     seq = irwarp.warp_sequence(jax.random.key(12), _noise(13, (n, n, n, 8)), flows, method=method)
     for k in range(1, t + 1):
-        assert stats.whiteness_checks3d(seq[k])["all"], (k, stats.summary3d(seq[k]))
+        assert stats.whiteness_checks3d(seq[k])["all"], (k, stats.summary(seq[k], ndim=3))
         rho = [
-            float(stats.temporal_correlation3d(seq[k - 1], seq[k], f))
+            float(stats.temporal_correlation(seq[k - 1], seq[k], f, ndim=3))
             for f in (back, -back, jnp.zeros_like(back))
         ]
         assert rho[0] > 0.5 and rho[0] > max(rho[1:]) + 0.1, (k, rho)

@@ -1,7 +1,8 @@
 """DDIM and DDPM (ancestral) sampling around any denoiser, with an SDEdit mode.
 
 The denoiser is ``apply_fn(params, x, t) -> output``: ``x`` ``(B, H, W, C)`` noisy images
-(data scaled to ``[-1, 1]``), ``t`` ``(B,)`` int32 timesteps, and the output ``(B, H, W, C)`` is the
+(data scaled to ``[-1, 1]``; the clean-image estimate is clipped to that range by default,
+``clip_x0=1.0``), ``t`` ``(B,)`` int32 timesteps, and the output ``(B, H, W, C)`` is the
 noise, ``v`` or the clean image, as ``schedule.prediction`` says. All randomness comes in through
 a :class:`~irwarp.samplers.providers.FrameNoise`, so a sample is a deterministic function of its
 noise: warped noise gives temporally coherent samples.
@@ -117,7 +118,7 @@ def sample(
     eta: float = 0.0,
     x_init: jax.Array | None = None,
     strength: float = 1.0,
-    clip_x0: float | None = None,
+    clip_x0: float | None = 1.0,
 ) -> jax.Array:
     """Runs a DDIM or DDPM sampler with ``lax.scan`` over its steps; deterministic given ``noise``.
 
@@ -135,7 +136,13 @@ def sample(
       strength: SDEdit strength in ``(0, 1]``: the fraction of the diffusion the input is noised
         to. Must be 1 when ``x_init`` is ``None``.
       clip_x0: clip the clean-image estimate to ``[-clip_x0, clip_x0]`` at every step (and
-        recompute the noise estimate from it), or ``None``.
+        recompute the noise estimate from it), or ``None`` for no clipping. The default 1.0 is
+        the range of image data (``[-1, 1]``); the output then lies in ``[-clip_x0, clip_x0]``
+        (the last step returns the clipped estimate). Turn it off only for data that is not
+        bounded so: unclipped, the estimate ``(x - sqrt(1 - ab) eps) / sqrt(ab)`` at the first
+        steps (``ab`` near 0) multiplies the denoiser's error by up to ``1 / sqrt(ab)``; with the
+        shipped denoiser (``irwarp.samplers.unet.load_denoiser``) 20 DDPM or DDIM steps then give
+        pixels up to about +-7000 (mean ``|x|`` about 800), against ``[-1, 1]`` clipped.
 
     Returns:
       ``(B, H, W, C)`` float32 sample.

@@ -51,7 +51,7 @@ def sample_video_chunk(
     sampler: str = "ddim",
     eta: float = 0.0,
     strength: float = 1.0,
-    clip_x0: float | None = None,
+    clip_x0: float | None = 1.0,
 ) -> tuple[jax.Array, FrameNoise]:
     """Samples frames ``t0 .. t0 + T - 1`` given the noise of frame ``t0 - 1``.
 
@@ -106,7 +106,7 @@ def sample_video(
     sampler: str = "ddim",
     eta: float = 0.0,
     strength: float = 1.0,
-    clip_x0: float | None = None,
+    clip_x0: float | None = 1.0,
 ) -> jax.Array:
     """Samples (or, with ``frames``, SDEdits) a video with noise from ``provider``.
 
