@@ -26,12 +26,14 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 import jax
 import jax.numpy as jnp
 
+from irwarp._inputs import check_key
 from irwarp._sampling import pixel_centres, sample_flow
 
 __all__ = [
@@ -82,7 +84,7 @@ def downsample(noise: jax.Array, k: int) -> jax.Array:
       k: static positive integer factor (``k = 1`` returns the input unchanged).
 
     Returns:
-      ``(..., H/k, W/k, C)`` noise.
+      ``(..., H/k, W/k, C)`` noise (compiled on first use for each shape and ``k``).
 
     Raises:
       ValueError: if ``k`` is not a positive integer, ``noise`` has rank < 3 or is not floating
@@ -98,6 +100,11 @@ def downsample(noise: jax.Array, k: int) -> jax.Array:
         raise ValueError(f"noise must be a floating-point array; got dtype {noise.dtype}")
     if k == 1:
         return noise
+    return _downsample(noise, k)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _downsample(noise, k):
     return (_block_sum(noise, k) / k).astype(noise.dtype)
 
 
@@ -170,6 +177,11 @@ def upsample(key: jax.Array, noise: jax.Array, k: int) -> jax.Array:
         raise ValueError(f"noise must be a floating-point array; got dtype {noise.dtype}")
     if k == 1:
         return noise
+    return _upsample(check_key(key), noise, k)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _upsample(key, noise, k):
     *lead, h, w, c = noise.shape
     x = noise.astype(jnp.float32)
     z = jax.random.normal(key, (*lead, h, w, k * k, c), jnp.float32)
