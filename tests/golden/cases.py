@@ -187,9 +187,16 @@ def _record_arrays(rec) -> dict:
 def _frame_noise(fn, prefix: str = "") -> dict:
     out = {prefix + "initial": fn.initial, prefix + "steps": fn.steps}
     if fn.state is not None:
-        for name, value in vars(fn.state).items():
-            out[f"{prefix}state_{name}"] = value
+        # The lagrangian state's arrays by the names both state types have (SheetState at
+        # a31bd78, the noise stream's StreamState since): its keyframe and composed flow.
+        out[f"{prefix}state_keyframe"] = fn.state.keyframe
+        out[f"{prefix}state_total_flow"] = fn.state.total_flow
     return out
+
+
+def _lagrangian_state(state) -> dict:
+    """The arrays of a lagrangian streaming state (LagrangianState at a31bd78, StreamState since)."""
+    return {"keyframe": state.keyframe, "total_flow": state.total_flow, "t": state.t}
 
 
 # Input flows (also cases, so that a change of a generator has its own name).
@@ -365,11 +372,11 @@ def _pipeline_lagrangian() -> dict:
     fl = flows_seq()
     opts = dict(depth=3, keyframe_every=3, return_info=True)
     state = pipeline.lagrangian_start(x0)
-    out = {"start_" + k: v for k, v in state._asdict().items()}
+    out = {"start_" + k: v for k, v in _lagrangian_state(state).items()}
     for i, sl in enumerate((slice(0, 2), slice(2, 4))):
         frames, state, info = pipeline.lagrangian_chunk(key, state, fl[sl], **opts)
         out[f"chunk{i}_frames"] = frames
-        out.update({f"chunk{i}_state_{k}": v for k, v in state._asdict().items()})
+        out.update({f"chunk{i}_state_{k}": v for k, v in _lagrangian_state(state).items()})
         out.update({f"chunk{i}_info_{k}": v for k, v in info.items()})
     return out
 
