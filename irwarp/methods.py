@@ -70,7 +70,7 @@ def integer(minimum: int, maximum: int | None = None) -> Callable[[str, Any], in
             or (maximum is not None and value > maximum)
         ):
             want = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-            raise ValueError(f"option {name!r} must be an integer {want}; got {value!r}")
+            raise ValueError(f"{name} must be an integer {want}; got {value!r}")
         return int(value)
 
     return check
@@ -87,7 +87,7 @@ def optional_integer(minimum: int) -> Callable[[str, Any], int | None]:
             return inner(name, value)
         except ValueError:
             raise ValueError(
-                f"option {name!r} must be None or an integer >= {minimum}; got {value!r}"
+                f"{name} must be None or an integer >= {minimum}; got {value!r}"
             ) from None
 
     return check
@@ -101,7 +101,7 @@ def positive_real(name: str, value) -> float:
         or not math.isfinite(value)
         or value <= 0
     ):
-        raise ValueError(f"option {name!r} must be a positive finite number; got {value!r}")
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
     return float(value)
 
 

@@ -148,8 +148,8 @@ def warp_chunk(
         if stream.method.kind != "chain":
             raise ValueError(
                 f"method {stream.method.name!r} integrates from a keyframe: pass its stream state "
-                "as prev (irwarp.noise_stream(method).init(noise0), or lagrangian_start), not the "
-                "previous frame"
+                "as prev (irwarp.noise_stream(method).init(noise0), or lagrangian_start and "
+                "lagrangian_chunk), not the previous frame"
             )
         if t0 is None:
             raise ValueError("t0 (the global index of the chunk's first frame) is required")

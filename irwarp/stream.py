@@ -104,7 +104,7 @@ class NoiseStream:
         Raises:
           ValueError: if ``noise0`` is not floating ``(..., H, W, C)`` (``(..., D, H, W, C)``).
         """
-        noise0 = check_noise(noise0, self.rank, "noise0")
+        noise0 = check_noise(noise0, self.rank)
         t = jnp.asarray(t, jnp.int32)
         if self.method.kind == "chain":
             return StreamState(noise0, None, t)
@@ -293,10 +293,10 @@ def warp_sequence(
         supported in 3D.
     """
     key = check_key(key)
-    noise0 = check_noise(noise0, name="noise0")
+    noise0 = check_noise(noise0)
     flows, nd = check_flows(flows)
     stream = noise_stream(method, rank=nd, **options)
-    check_noise(noise0, nd, "noise0")
+    check_noise(noise0, nd)
     if flows.shape[1:-1] != noise0.shape[-nd - 1 : -1]:
         raise ValueError(
             f"flows {'(T, H, W, 2)' if nd == 2 else '(T, D, H, W, 3)'} must match noise0's grid; "

@@ -68,9 +68,9 @@ def test_resolve_checks_options_rank_and_flow():
     assert grid.resolve({"capacity": 4}) == {"capacity": 4, "edge_points": 2}
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['upsample'\].*capacity"):
         grid.resolve({"upsample": 2})
-    with pytest.raises(ValueError, match="'capacity' must be an integer >= 1; got 0"):
+    with pytest.raises(ValueError, match="capacity must be an integer >= 1; got 0"):
         grid.resolve({"capacity": 0})
-    with pytest.raises(ValueError, match="'capacity' must be an integer"):
+    with pytest.raises(ValueError, match="capacity must be an integer"):
         grid.resolve({"capacity": True})
     with pytest.raises(ValueError, match="rank 3"):
         grid.resolve({}, rank=3)
@@ -87,9 +87,9 @@ def test_entry_points_reject_like_the_registry():
         irwarp.warp(KEY, NOISE, FLOW, method="lagrangian")
     with pytest.raises(ValueError, match="forward flow"):
         irwarp.warp(KEY, NOISE, FLOW, method="splat")
-    with pytest.raises(ValueError, match="'capacity' must be an integer"):
+    with pytest.raises(ValueError, match="capacity must be an integer"):
         irwarp.warp(KEY, NOISE, FLOW, method="grid", capacity=[3])
-    with pytest.raises(ValueError, match="'capacity' must be an integer"):
+    with pytest.raises(ValueError, match="capacity must be an integer"):
         pipeline.warp_chunk(KEY, NOISE, FLOW[None], 1, method="grid", capacity=[3])
     with pytest.raises(ValueError, match="unknown option"):
         irwarp.warp_sequence(KEY, NOISE, FLOW[None], method="lagrangian", upsample=2)
