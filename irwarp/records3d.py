@@ -33,6 +33,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from irwarp import _schedule
 from irwarp.records import PartitionRecord
 
 __all__ = ["PartitionRecord3D", "particle3d_record", "splat3d_record", "sanitize_flow3d"]
@@ -171,7 +172,7 @@ def particle3d_record(flow: jax.Array) -> PartitionRecord3D:
     idx, wts = _trilinear_footprint(sanitize_flow3d(flow))
     src = idx.reshape(-1)
     wts = wts.reshape(-1)
-    use = jax.ops.segment_sum(wts, src, num_segments=n)
+    use = _schedule.segment_sum(wts, src, n)
     area = wts / jnp.where(use > 0, use, 1.0)[src]
     area = jnp.where(area < _AREA_EPS, 0.0, area)
     return PartitionRecord3D(
