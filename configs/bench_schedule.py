@@ -1,6 +1,7 @@
 """CPU cost of the plain (deterministic, non-CPU) schedule against the CPU schedule.
 
-Run (about 3 minutes on a busy 2-core CPU, most of it compiling and running the plain path):
+Run (about 12 minutes on a 2-core CPU shared with other jobs, load ~10; most of it compiling
+(170 s) and running (14 s a call) the plain grid path):
 
     python -m experiments.bench_schedule --config=configs/bench_schedule.py --workdir=/tmp/bsched
 
