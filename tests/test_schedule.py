@@ -70,7 +70,7 @@ def _assert_noise_close(a, b):
 
 
 # --------------------------------------------------------------------------------------------------
-# (a) Both paths on CPU: records bit for bit, noise to float rounding.
+# (a) Both paths on CPU: record indices bit for bit; areas and noise to float rounding.
 
 
 def _record_fields(rec):
@@ -79,12 +79,18 @@ def _record_fields(rec):
 
 
 @pytest.mark.parametrize("options", [{}, {"capacity": 4, "edge_points": 3}, {"capacity": 2}])
-def test_grid_record_is_identical_on_both_paths(options, small_grids_switch):
+def test_grid_record_agrees_on_both_paths(options, small_grids_switch):
     _, _, flows2d = _inputs()
     for name, flow in flows2d.items():
         cpu, plain = _both(lambda f: _record_fields(irwarp.grid_record(f, **options)), flow)
         for a, b in zip(cpu, plain, strict=True):
-            np.testing.assert_array_equal(a, b, err_msg=f"{name} {options}")
+            if np.issubdtype(a.dtype, np.integer):  # sources, destinations, tail count
+                np.testing.assert_array_equal(a, b, err_msg=f"{name} {options}")
+            else:
+                # The overlaps are the same; each source's use (a sum of up to ~9 pieces) is
+                # added in another order on the plain path, so it and the fail-safe's division
+                # by it may differ by an ulp or two.
+                np.testing.assert_allclose(a, b, rtol=4e-7, atol=0, err_msg=f"{name} {options}")
 
 
 def test_bilinear_records_are_identical_on_both_paths():
