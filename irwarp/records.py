@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from irwarp import _layout, _sampling
+from irwarp import _sampling, _schedule
 from irwarp._checks import check_int_option as _check_int_option
 
 __all__ = [
@@ -350,13 +350,22 @@ def _window_cells(xs: list, ys: list, cols: np.ndarray, rows: np.ndarray) -> jax
         hi = jnp.maximum(x0, x1)
         xa = jnp.clip(lo, a, a + 1.0)
         xb = jnp.clip(hi, a, a + 1.0)
-        width = jnp.sign(dx) * (xb - xa)
+        # sign(dx) (xb - xa), written so that its derivative is right at dx = 0 as well.
+        width = jnp.clip(x1, a, a + 1.0) - jnp.clip(x0, a, a + 1.0)
         ya = y0 + jnp.clip((xa - x0) * inv_dx, 0.0, 1.0) * dy
-        yb = y0 + jnp.clip((xb - x0) * inv_dx, 0.0, 1.0) * dy
+        # A vertical edge (width 0) spans its whole height once tilted: the limit of the clipped
+        # piece, which only its derivative sees.
+        tb = jnp.where(dx == 0, 1.0, jnp.clip((xb - x0) * inv_dx, 0.0, 1.0))
+        yb = y0 + tb * dy
         y_min = jnp.minimum(ya, yb)
         y_max = jnp.maximum(ya, yb)
         y_mean = 0.5 * (ya + yb)
-        half_inv_span = 0.5 / jnp.maximum(y_max - y_min, 1e-30)
+        # 0.5 / max(span, 1e-30), with a finite gradient: 1 / span^2 overflows float32 below
+        # 4e-20 (and times a zero cotangent gave NaN), so below 1e-18 the span is held constant.
+        span = y_max - y_min
+        steep = span > 1e-18
+        flat = 0.5 / jnp.maximum(jax.lax.stop_gradient(span), 1e-30)
+        half_inv_span = jnp.where(steep, 0.5 / jnp.where(steep, span, 1.0), flat)
 
         def mean_relu(c, y_min=y_min, y_max=y_max, y_mean=y_mean, h=half_inv_span):
             above = jnp.maximum(y_max - c, 0.0)
@@ -376,7 +385,7 @@ def _flat_index(rows: jax.Array, cols: jax.Array, h: int, w: int):
 
 def _normalise_sources(area: jax.Array, src: jax.Array, n: int, always: bool):
     """Per-source normalisation: always (particle, splat) or only where the sum exceeds 1 (grid)."""
-    use = jax.ops.segment_sum(area, src, num_segments=n)
+    use = _schedule.segment_sum(area, src, n)
     denom = jnp.where(use > 0, use, 1.0) if always else jnp.maximum(use, 1.0)
     return area / denom[src], use
 
@@ -458,9 +467,9 @@ def _grid_tail(head_use, *, cells, grids, edge_points, org, ids, count, head_raw
     raw = jnp.where(raw < _GRID_AREA_EPS, 0.0, raw)
     src, inside = _tail_sources(sel, org, cells, (h, w), transpose=False)
     # In buffers before the transposes below (fused into them, the cells are not vectorised).
-    src, inside, raw = _layout.materialize((src, inside, raw), ox[0])
+    src, inside, raw = _schedule.materialize((src, inside, raw), ox[0])
     pieces = jnp.where(inside & used[None], raw, 0.0)
-    use = head_use + jax.ops.segment_sum(pieces.reshape(-1), src.reshape(-1), num_segments=n)
+    use = head_use + _schedule.segment_sum(pieces.reshape(-1), src.reshape(-1), n)
 
     kept = sum(raw[c] for c in range(nt)) + sum(head_raw[c][sel] for c in range(head_raw.shape[0]))
     over = jnp.where(used, _overflow(lx, ly, kept, capacity), 0.0)
@@ -501,6 +510,16 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     ``capacity x capacity`` window; :func:`irwarp.apply_record` only touches the part of the tail
     in use.
 
+    Differentiability. The areas are piecewise smooth functions of the flow (exact edge integrals,
+    with derivatives that are right at axis-aligned edges too), so ``jax.grad`` of a loss of
+    ``grid_record(flow).area`` or of ``warp(key, noise, flow)`` with respect to ``flow`` is finite
+    and matches central finite differences where the map is smooth (tested). Piecewise constant
+    parts have a zero gradient: the window origin, the in-image and validity masks, pieces below
+    ``1e-6`` (set to 0) and the pixels that get fresh noise; a piece of area exactly 0 has a zero
+    (stopped) derivative in the bridge, where ``sqrt`` has none. At a kink (a vertex on a cell
+    line, a source used exactly once by the fail-safe ``max(use, 1)``, a remainder at its ``1e-5``
+    threshold) one of the one-sided derivatives is returned. Never NaN for a finite flow.
+
     Args:
       flow: ``(H, W, 2)`` backward flow ``(dx, dy)`` in pixels.
       capacity: static window side in cells, at most ``capacity**2`` pieces per pixel. The default
@@ -517,6 +536,12 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     flow = _check_flow(flow)
     cap = _check_int_option("capacity", capacity, 1)
     npts = _check_int_option("edge_points", edge_points, 1)
+    return _grid_record(flow, cap, npts)
+
+
+@_schedule.scheduled
+def _grid_record(flow: jax.Array, cap: int, npts: int) -> PartitionRecord:
+    """:func:`grid_record` of a checked flow; one body, scheduled per backend (``_schedule``)."""
     h, w = flow.shape[:2]
     n = h * w
     flow = _sampling.sanitize_flow(flow, h, w)
@@ -525,7 +550,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     # pixels), materialised: XLA would otherwise fuse the stencils into every consumer.
     grids = _vertex_grids(flow, npts)
     corner = flow[0, 0, 0]
-    grids = _layout.materialize(grids, jnp.where(jnp.isnan(corner), 0.0, corner))
+    grids = _schedule.materialize(grids, jnp.where(jnp.isnan(corner), 0.0, corner))
     fxs, fys = _grid_points(grids, npts, (h, w))
     # Vertices relative to the pixel's top-left corner, planes (H, W).
     xs = [float(o[0]) + f for o, f in zip(offs, fxs, strict=True)]
@@ -541,7 +566,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     org_x = jnp.where(valid, org_x, 0.0)
     org_y = jnp.where(valid, org_y, 0.0)
     # Materialised (3 planes) so that the cells below read them instead of recomputing them.
-    org_x, org_y, valid = _layout.materialize((org_x, org_y, valid), org_x[0, 0])
+    org_x, org_y, valid = _schedule.materialize((org_x, org_y, valid), org_x[0, 0])
     lx = [jnp.where(valid, x - org_x, float(o[0])) for o, x in zip(offs, xs, strict=True)]
     ly = [jnp.where(valid, y - org_y, float(o[1])) for o, y in zip(offs, ys, strict=True)]
 
@@ -561,11 +586,11 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     pieces = jnp.clip(jnp.abs(_window_cells(lx, ly, h_cols, h_rows)), 0.0, 1.0)
     pieces = jnp.where(pieces < _GRID_AREA_EPS, 0.0, pieces)
     # org_x is finite: invalid pixels have the origin 0.
-    src, inside, raw = _layout.materialize((src, inside & valid[None], pieces), org_x[0, 0])
+    src, inside, raw = _schedule.materialize((src, inside & valid[None], pieces), org_x[0, 0])
     src = src.reshape(fanout, n)
     raw = raw.reshape(fanout, n)  # overlaps with the window's cells, inside the image or not
     pieces = jnp.where(inside.reshape(fanout, n), raw, 0.0)
-    head_use = jax.ops.segment_sum(pieces.reshape(-1), src.reshape(-1), num_segments=n)
+    head_use = _schedule.segment_sum(pieces.reshape(-1), src.reshape(-1), n)
     rec_dst = jnp.tile(jnp.arange(n, dtype=jnp.int32), fanout)
     tail_count, tail_block = None, 0
     if not tail:
@@ -597,9 +622,9 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
             head_raw=raw,
             capacity=cap,
         )
-        branches = [functools.partial(tail_part, slots=t) for t in sizes]
-        index = sum((_layout.batch_max(count) > t).astype(jnp.int32) for t in sizes[:-1])
-        use, overflow, tail_area = jax.lax.switch(index, branches, head_use)
+        use, overflow, tail_area = _schedule.prefix_switch(
+            count, sizes, lambda t: functools.partial(tail_part, slots=t), head_use
+        )
         tail_src, _ = _tail_sources(ids, org, tail, (h, w), transpose=True)
         tail_dst = jnp.repeat(ids, nt)
         tail_count = count * nt

@@ -74,7 +74,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from irwarp import _layout, _sampling
+from irwarp import _layout, _sampling, _schedule
 from irwarp._random import threefry_words as _threefry_words
 from irwarp._random import u32 as _u32
 from irwarp._random import uniform_normal as _uniform_normal
@@ -506,15 +506,15 @@ def _level(front, n, planes, *, k: int, k_next: int | None, level: int, depth: i
             code = code | ((c_part & act).astype(jnp.int32) << (4 + c))
         return code
 
-    code = _layout.in_buffer(classify, d, gi, gj, act, always=probe == probe)  # (k,)
+    code = _schedule.in_buffer(classify, d, gi, gj, act, always=probe == probe)  # (k,)
     children = _split(value, k1, k2, level, probe)  # (4, F, k)
     # Sums over the 4 children written out: XLA's CPU reductions over a short axis are many times
     # slower than the same adds fused elementwise.
     c_in = [((code >> c) & 1) != 0 for c in range(4)]
     contrib = functools.reduce(jnp.add, [jnp.where(c_in[c], children[c], 0.0) for c in range(4)])
     num = functools.reduce(jnp.add, [(code >> c) & 1 for c in range(4)])  # (k,)
-    contrib = _layout.materialize(contrib, probe)
-    acc = jax.ops.segment_sum(contrib.T, d, num_segments=m)
+    contrib = _schedule.materialize(contrib, probe)
+    acc = _schedule.segment_sum(contrib.T, d, m)
     cnt = jax.ops.segment_sum(num * 4 ** (depth - level - 1), d, num_segments=m)
     # Materialise the level's sums, so that XLA cannot merge them into the caller's running sum
     # (a scatter-add into it changes the order of the float additions with the call site).
@@ -571,10 +571,10 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
     # their consumers, the two chained key hashes were recomputed per feature and per use, in a
     # loop XLA does not vectorise (measured 10x slower than computing them once).
     probe = verts[0, 0, 0]  # finite: invalid polygons were zeroed by the callers
-    k1, k2 = _layout.materialize(_root_keys(k_tree, gi, gj), probe)
+    k1, k2 = _schedule.materialize(_root_keys(k_tree, gi, gj), probe)
     value = _root_values(x, k1, k2, gi, gj, probe)  # (F, k0)
     whole = inside[sel] & act
-    acc = jax.ops.segment_sum(jnp.where(whole, value, 0.0).T, d, num_segments=m)
+    acc = _schedule.segment_sum(jnp.where(whole, value, 0.0).T, d, m)
     cnt = jax.ops.segment_sum(whole.astype(jnp.int32) * 4**depth, d, num_segments=m)
     # The split roots, compacted: the frontier of level 0.
     sel, _, n0 = _compact(partial[sel] & act, k0)
@@ -590,17 +590,12 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
             }
             | {_level_capacity(m, capacity, level)}
         )
-        branches = [
-            functools.partial(
-                _level, planes=planes, k=k, k_next=k_next, level=level, depth=depth, m=m
-            )
-            for k in sizes
-        ]
-        if len(sizes) > 1:
-            index = functools.reduce(jnp.add, [(n > k).astype(jnp.int32) for k in sizes[:-1]])
-            out = jax.lax.switch(index, branches, front, n)
-        else:
-            out = branches[0](front, n)
+        branch = functools.partial(
+            _level, planes=planes, k_next=k_next, level=level, depth=depth, m=m
+        )
+        out = _schedule.prefix_switch(
+            n, sizes, lambda k, branch=branch: functools.partial(branch, k=k), front, n
+        )
         acc += out[0]
         cnt += out[1]
         if not last:
@@ -609,6 +604,7 @@ def _block(k_tree, x, verts, valid, *, depth: int, capacity: float):
     return acc, cnt, jnp.stack(totals), jnp.sum(beyond), n0
 
 
+@_schedule.scheduled
 def _blocks(k_tree, x, verts, valid, *, depth: int, capacity: float):
     """:func:`_block` over all ``n`` polygons in blocks of static size (``lax.map``).
 

@@ -30,8 +30,17 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from irwarp import _layout, _random, baselines, records, records3d, sheet
+from irwarp import _layout, baselines, records, records3d, sheet
 from irwarp import methods as methods_lib
+
+# The bridge sums live in irwarp._apply; re-exported under their old names (tests use them).
+from irwarp._apply import (  # noqa: F401
+    _REMAINDER_EPS,
+    _add_at,
+    _apply_flat,
+    _increments,
+    _tail_sizes,
+)
 from irwarp._inputs import check_flow_for, check_key, check_noise
 from irwarp.methods import Method, Option, integer, positive_real
 from irwarp.records import PartitionRecord
@@ -45,129 +54,6 @@ __all__ = [
     "warp",
     "warp_forward",
 ]
-
-# Unused remainders of a cell below this are treated as 0 (about 100 float32 ulps at 1).
-_REMAINDER_EPS = 1e-5
-
-
-def _tail_sizes(record: PartitionRecord) -> tuple[int, ...]:
-    """Static tail prefixes that :func:`_apply_flat` may process: 1 and 4 blocks, or all of it."""
-    total = record.num_pieces - record.num_head
-    if record.tail_count is None or total == 0:
-        return (total,)
-    block = max(1, record.tail_block)
-    return tuple(sorted({min(block, total), min(4 * block, total), total}))
-
-
-def _apply_flat(
-    key: jax.Array, x: jax.Array, record: PartitionRecord, tail: int | None = None
-) -> jax.Array:
-    """Warp float32 noise ``(*G, F)`` by ``record`` (grid ``G = record.shape``, 2D or 3D).
-
-    The Brownian-bridge scatter of DESIGN.md section 2 over the ``prod(G)`` flat cells, in two
-    passes: ``S_s`` (the sum of each source's piece normals and remainder) by scatter-adds, then
-    ``Y_d`` by gathers. The structured head is processed slot by slot: ``n`` pieces whose source
-    (layout ``"src"``) or destination (``"dst"``, ``"dst_slot"``) is the identity, so that side
-    needs no scatter, and each sum is written per slot so XLA's CPU backend fuses the gathers into
-    one loop per output instead of keeping ``(M, F)`` temporaries (and a ``reduce`` over a
-    reshaped axis, which it does not vectorise). A record with a packed tail (``tail_count``) has
-    its tail applied with the shortest static prefix that holds every piece in use
-    (:func:`_tail_sizes`, one ``lax.switch`` around the tail's part only); the tail's normals come
-    in fixed blocks, so every prefix gives the same values and the choice only changes the cost.
-    A static ``tail`` forces that prefix (tests).
-    """
-    n = math.prod(record.shape)
-    f = x.shape[-1]
-    x = x.reshape(n, f)
-    head = record.num_head
-    k_piece, k_rest, k_fresh, k_tail = jax.random.split(key, 4)
-    parts = []  # (src or None for the identity, dst or None, area, normals), n rows each
-    fresh = None
-    if head:
-        k = record.fanout
-        gs = _random.normal_slots(k_piece, n, f, k)  # slot-major, whatever the layout
-        src, dst, area = record.src[:head], record.dst[:head], record.area[:head]
-        for slot, g in enumerate(gs):
-            if record.layout == "dst_slot":
-                sl = slice(slot * n, (slot + 1) * n)
-                parts.append((src[sl], None, area[sl], g))
-            elif record.layout == "dst":
-                parts.append((src[slot::k], None, area[slot::k], g))
-            else:  # "src"
-                parts.append((None, dst[slot::k], area[slot::k], g))
-        if record.layout in ("dst", "dst_slot"):
-            # A pixel with A_d = 0 has only zero-area head pieces, whose normals are used nowhere
-            # else: the first one is its fresh noise, at no extra random cost.
-            fresh = parts[0][3]
-    s_sum = jnp.zeros((n, f), jnp.float32)
-    a_src = jnp.zeros((n,), jnp.float32)
-    for src, _, a, g in parts:
-        s_sum = _add_at(s_sum, src, jnp.sqrt(a)[:, None] * g)
-        a_src = _add_at(a_src, src, a)
-    y = jnp.zeros((n, f), jnp.float32)
-    a_dst = jnp.zeros((n,), jnp.float32)
-
-    def finish(tail: int, s_sum, a_src, y, a_dst):
-        """Adds the first ``tail`` tail pieces and the remainders; the tail's part of ``Y``."""
-        tail_parts = []
-        if tail:
-            rows = record.tail_block if record.tail_count is not None else None
-            g = _random.normals(k_tail, tail, f, block_rows=rows)
-            sl = slice(head, head + tail)
-            tail_parts.append((record.src[sl], record.dst[sl], record.area[sl], g))
-        for src, _, a, g in tail_parts:
-            s_sum = _add_at(s_sum, src, jnp.sqrt(a)[:, None] * g)
-            a_src = _add_at(a_src, src, a)
-        if not record.normalized:
-            # sqrt is steep at 0: a remainder within float noise of 0 (a fully used source) is 0,
-            # so rounding in the areas cannot turn into visible noise (and jit matches eager).
-            remainder = 1.0 - a_src
-            remainder = jnp.where(remainder > _REMAINDER_EPS, remainder, 0.0)
-            s_sum = s_sum + jnp.sqrt(remainder)[:, None] * _random.normals(k_rest, n, f)
-        y, a_dst = _increments(x, s_sum, tail_parts, y, a_dst)
-        return s_sum, y, a_dst
-
-    sizes = _tail_sizes(record) if tail is None else (tail,)
-    if len(sizes) == 1:
-        s_sum, y, a_dst = finish(sizes[0], s_sum, a_src, y, a_dst)
-    else:
-        count = _layout.batch_max(record.tail_count)
-        index = sum((count > s).astype(jnp.int32) for s in sizes[:-1])
-        branches = [functools.partial(finish, s) for s in sizes]
-        s_sum, y, a_dst = jax.lax.switch(index, branches, s_sum, a_src, y, a_dst)
-    y, a_dst = _increments(x, s_sum, parts, y, a_dst)
-    if fresh is None:
-        fresh = _random.normals(k_fresh, n, f)
-    ok = (a_dst > 0)[:, None]
-    y = jnp.where(ok, y / jnp.sqrt(jnp.where(ok, a_dst[:, None], 1.0)), fresh)
-    return y.reshape(tuple(record.shape) + (f,))
-
-
-def _add_at(total: jax.Array, index: jax.Array | None, values: jax.Array) -> jax.Array:
-    """``total`` plus ``values`` scattered to rows ``index`` (``None``: the identity)."""
-    if index is None:
-        return total + values
-    return total.at[index].add(values)
-
-
-def _increments(x, s_sum, parts, y, a_dst):
-    """Adds the bridge increments ``a X_s + z - a S_s`` of ``parts`` to ``Y`` and ``A_d``."""
-    for src, dst, area, g in parts:
-        x_src = x if src is None else x[src]
-        s_src = s_sum if src is None else s_sum[src]
-        a = area[:, None]
-        inc = a * x_src + (jnp.sqrt(a) * g - a * s_src)
-        # A piece that is its whole cell (area 1) is exactly that cell's value. Under jit, XLA may
-        # evaluate z once inside the s_sum reduction and once here with different rounding, which
-        # would leave a 1-ulp residue and break the exact identity / integer shifts (DESIGN 4.1).
-        inc = jnp.where(a == 1.0, x_src, inc)
-        y = _add_at(y, dst, inc)
-        a_dst = _add_at(a_dst, dst, area)
-    return y, a_dst
-
-
-# --------------------------------------------------------------------------------------------------
-# The built-in methods, each declared once.
 
 
 def _lagrangian_frame(key, keyframe, total_flow, t, *, depth, capacity):
