@@ -70,6 +70,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.volume_axis = (1.0, 2.0, 2.0)
     # Translation (dx, dy, dz) in voxels of the 3D flows (fractional on purpose).
     config.volume_shift = (0.37, -0.21, 0.13)
+    # The eager table: irwarp.warp(key, noise, flow, method=m) called as the README's quick start
+    # does (not jitted) and the same call jitted, for these shapes (B, H, W, C) and methods.
+    config.eager_shapes = ((4, 512, 512, 4),)
+    config.eager_methods = ("grid", "particle")
     # Seed of the noise, the warp keys and nothing else (the flow is deterministic).
     config.seed = 0
 
@@ -84,6 +88,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.min_repeats = 1
         config.time_budget_s = 20.0
         config.skip = ()
+        config.eager_shapes = ((2, 16, 24, 2),)
+        config.eager_methods = ("grid",)
     elif arg:
         raise ValueError(f"unknown bench config variant {arg!r}; known: 'small'")
     return config

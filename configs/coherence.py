@@ -20,6 +20,9 @@ import ml_collections
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the coherence config; ``arg="small"`` gives the smoke-test variant."""
     config = ml_collections.ConfigDict()
+    # Replace the run already in the workdir if its config differs (otherwise such a run is
+    # refused; experiments.lib.workdir). A rerun of the same config replaces its files anyway.
+    config.overwrite = False
     # Seed of the noise and of the warps.
     config.seed = 0
     # Frame size (H, W), channels C and independent noise images B (pooled as samples).

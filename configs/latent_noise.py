@@ -18,6 +18,9 @@ import ml_collections
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the latent-noise config; ``arg="small"`` gives the smoke-test variant."""
     config = ml_collections.ConfigDict()
+    # Replace the run already in the workdir if its config differs (otherwise such a run is
+    # refused; experiments.lib.workdir). A rerun of the same config replaces its files anyway.
+    config.overwrite = False
     # Seed of every noise draw and warp.
     config.seed = 0
 

@@ -26,6 +26,9 @@ import ml_collections
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the denoiser-training config; ``arg`` is ``None``, ``"gpu"`` or ``"small"``."""
     config = ml_collections.ConfigDict()
+    # Replace the run already in the workdir if its config differs (otherwise such a run is
+    # refused; experiments.lib.workdir). A rerun of the same config replaces its files anyway.
+    config.overwrite = False
     # Seed of the initialisation, the patch sampling, the noise and the samples.
     config.seed = 0
 

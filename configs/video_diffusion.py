@@ -43,6 +43,9 @@ VARIANTS = (
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the video_diffusion config; ``arg`` names an ablation variant (see the docstring)."""
     config = ml_collections.ConfigDict()
+    # Replace the run already in the workdir if its config differs (otherwise such a run is
+    # refused; experiments.lib.workdir). A rerun of the same config replaces its files anyway.
+    config.overwrite = False
     # Seed of all noise (every scheme starts from the same frame-0 noise).
     config.seed = 0
 

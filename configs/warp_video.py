@@ -35,6 +35,9 @@ import ml_collections
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the warp_video config; ``arg="small"`` gives the test variant."""
     config = ml_collections.ConfigDict()
+    # Replace the run already in the workdir if its config differs (otherwise such a run is
+    # refused; experiments.lib.workdir). A rerun of the same config replaces its files anyway.
+    config.overwrite = False
     # Seed of all noise (warped and fresh); the flows are deterministic.
     config.seed = 0
 

@@ -14,10 +14,15 @@ Volumes: for each shape ``(D, H, W, C)`` of ``config.volume_shapes`` the 3D warp
 ``irwarp.warp_forward`` with the forward flow of the same motion) are timed the same way, as a
 ratio to ``jax.random.normal(key, (D, H, W, C))`` timed just before each of them.
 
+Eager: for each shape ``(B, H, W, C)`` of ``config.eager_shapes`` and method of
+``config.eager_methods``, the public call exactly as the README's quick start writes it,
+``irwarp.warp(key, noise, flow, method=m)`` un-jitted, is timed per call (median after warm-up)
+next to the same call jitted, with the ratio eager / jit.
+
 Writes to the workdir: ``config.json`` (resolved config), ``bench.jsonl`` (one JSON line per row of
-the main table), ``split.jsonl`` (record vs apply rows), ``bench3d.jsonl`` (volume rows) and
-``bench.md`` (the tables under a header naming the hardware). The main table is also printed to
-stdout.
+the main table), ``split.jsonl`` (record vs apply rows), ``bench3d.jsonl`` (volume rows),
+``eager.jsonl`` (eager vs jit rows) and ``bench.md`` (the tables under a header naming the
+hardware). The main table is also printed to stdout.
 """
 
 from __future__ import annotations
@@ -34,15 +39,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
 import irwarp
-from experiments import common
+from experiments.lib import launch, measure, tables
+from experiments.lib import methods as methods_lib
 from irwarp import flows3d
 from irwarp.warp import METHODS3D
-
-FLAGS = flags.FLAGS
 
 REFERENCE = "random.normal"
 COLUMNS = (
@@ -55,6 +58,14 @@ COLUMNS = (
     "note",
 )
 VOLUME_COLUMNS = ("method", "D x H x W x C") + COLUMNS[2:]
+EAGER_COLUMNS = (
+    "method",
+    "B x H x W x C",
+    "jit ms/call",
+    "eager ms/call",
+    "eager / jit",
+    "note",
+)
 SPLIT_COLUMNS = (
     "method",
     "H x W x C",
@@ -166,10 +177,10 @@ def synthetic_flows3d(
 def make_warp(method: str, *, grid_capacity: int) -> Callable:
     """``f(key, noise, backward_flow, forward_flow) -> warped noise`` for a benchmark method name.
 
-    Names as in :func:`experiments.common.parse_method`; the grid uses ``grid_capacity``.
+    Names as in :func:`experiments.methods_lib.parse_method`; the grid uses ``grid_capacity``.
     """
     try:
-        base, opts = common.parse_method(method)
+        base, opts = methods_lib.parse_method(method)
     except ValueError as e:
         raise ValueError(f"unknown benchmark method {method!r}: {e}") from None
     if base == "splat":
@@ -191,10 +202,6 @@ def make_record(method: str, *, grid_capacity: int) -> Callable:
 
 
 # ----------------------------------------------------------------------------- timing
-
-
-def _block(out):
-    return jax.tree_util.tree_map(lambda a: a.block_until_ready(), out)
 
 
 def compile_fn(fn: Callable, args: tuple) -> tuple[Callable, float, float]:
@@ -223,7 +230,7 @@ class Timing(NamedTuple):
 
 def _timed(compiled: Callable, args: tuple) -> float:
     t0 = time.perf_counter()
-    _block(compiled(*args))
+    measure.block(compiled(*args))
     return time.perf_counter() - t0
 
 
@@ -258,7 +265,7 @@ def time_calls(
         if n_rep < repeats:
             note = f"{n_rep} repeats, not {repeats} (time budget)"
     for _ in range(n_warm):
-        _block(compiled(*args))
+        measure.block(compiled(*args))
     times = [_timed(compiled, args) for _ in range(n_rep)]
     return Timing(statistics.median(times), min(times), n_rep, note)
 
@@ -314,12 +321,6 @@ def _fmt(v, digits: int) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     return f"{v:.{digits}f}"
-
-
-def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _main_cells(r: dict) -> list[str]:
@@ -422,48 +423,52 @@ def _bench_shape(
         )
 
     for method in config.split_methods:
-        rec_fn = make_record(method, grid_capacity=cap)
-        rec_c, rec_comp, rec_temp = compile_fn(rec_fn, (bflow, fflow))
-        ref_rec = time_calls(ref_c, (k_warp,), **timing).median
-        t_rec = time_calls(rec_c, (bflow, fflow), **timing)
-        record = rec_c(bflow, fflow)
-        app_args = (k_warp, noise, record)
-        app_c, app_comp, app_temp = compile_fn(irwarp.apply_record, app_args)
-        ref_app = time_calls(ref_c, (k_warp,), **timing).median
-        t_app = time_calls(app_c, app_args, **timing)
-        rec_s, app_s = t_rec.median, t_app.median
         emit(
             "split",
-            dict(
-                base,
-                method=method,
-                record_ms=1e3 * rec_s,
-                apply_ms=1e3 * app_s,
-                full_ms=full_ms.get(method),
-                record_share=rec_s / (rec_s + app_s),
-                record_compile_s=rec_comp,
-                apply_compile_s=app_comp,
-                record_xla_temp_mb=rec_temp,
-                apply_xla_temp_mb=app_temp,
-                record_ratio=rec_s / ref_rec,
-                apply_ratio=app_s / ref_app,
-                record_repeats=t_rec.repeats,
-                apply_repeats=t_app.repeats,
-                num_pieces=int(record.num_pieces),
-                note="; ".join(
-                    f"{part}: {t.note}"
-                    for part, t in (("record", t_rec), ("apply", t_app))
-                    if t.note
-                ),
-            ),
+            _split_row(method, cap, bflow, fflow, noise, k_warp, ref_c, timing, base, full_ms),
         )
-        logging.info(
-            "split %-7s %s: record %.1f ms + apply_record %.1f ms",
-            method,
-            sstr,
-            1e3 * rec_s,
-            1e3 * app_s,
-        )
+
+
+def _split_row(method, cap, bflow, fflow, noise, k_warp, ref_c, timing, base, full_ms) -> dict:
+    """Times record construction and ``apply_record`` of one method apart (the split table)."""
+    rec_fn = make_record(method, grid_capacity=cap)
+    rec_c, rec_comp, rec_temp = compile_fn(rec_fn, (bflow, fflow))
+    ref_rec = time_calls(ref_c, (k_warp,), **timing).median
+    t_rec = time_calls(rec_c, (bflow, fflow), **timing)
+    record = rec_c(bflow, fflow)
+    app_args = (k_warp, noise, record)
+    app_c, app_comp, app_temp = compile_fn(irwarp.apply_record, app_args)
+    ref_app = time_calls(ref_c, (k_warp,), **timing).median
+    t_app = time_calls(app_c, app_args, **timing)
+    rec_s, app_s = t_rec.median, t_app.median
+    row = dict(
+        base,
+        method=method,
+        record_ms=1e3 * rec_s,
+        apply_ms=1e3 * app_s,
+        full_ms=full_ms.get(method),
+        record_share=rec_s / (rec_s + app_s),
+        record_compile_s=rec_comp,
+        apply_compile_s=app_comp,
+        record_xla_temp_mb=rec_temp,
+        apply_xla_temp_mb=app_temp,
+        record_ratio=rec_s / ref_rec,
+        apply_ratio=app_s / ref_app,
+        record_repeats=t_rec.repeats,
+        apply_repeats=t_app.repeats,
+        num_pieces=int(record.num_pieces),
+        note="; ".join(
+            f"{part}: {t.note}" for part, t in (("record", t_rec), ("apply", t_app)) if t.note
+        ),
+    )
+    logging.info(
+        "split %-7s %s: record %.1f ms + apply_record %.1f ms",
+        method,
+        base["shape_str"],
+        1e3 * rec_s,
+        1e3 * app_s,
+    )
+    return row
 
 
 def make_warp3d(method: str) -> Callable:
@@ -530,6 +535,69 @@ def _bench_volume(config, shape, k_noise, k_warp, hw, timing, emit: Callable[[st
         )
 
 
+def _bench_eager(config, k_noise, k_warp, hw, timing, emit: Callable[[str, dict], None]) -> None:
+    """The public call as the README's quick start writes it, un-jitted, next to its jitted time.
+
+    For each shape of ``config.eager_shapes`` and method of ``config.eager_methods``:
+    ``irwarp.warp(key, noise, flow, method=m)`` called as is (eager: the library's own dispatch),
+    and the same call under ``jax.jit``; both medians after warm-up; rows go to
+    ``emit("eager", row)``.
+    """
+    for dims in config.eager_shapes:
+        shape = tuple(int(s) for s in dims)
+        h, w = shape[-3:-1]
+        bflow, _ = synthetic_flows(
+            config.flow, h, w, angle_deg=config.angle_deg, zoom=config.zoom, shift=config.shift
+        )
+        noise = jax.random.normal(k_noise, shape, jnp.float32)
+        args = (k_warp, noise, bflow)
+        base = dict(shape=list(shape), shape_str=_shape_str(shape), flow=config.flow, **hw)
+        for method in config.eager_methods:
+
+            def call(key, x, flow, method=method):
+                return irwarp.warp(key, x, flow, method=method)
+
+            compiled, comp_s, _ = compile_fn(call, args)
+            t_jit = time_calls(compiled, args, **timing)
+            t_eager = time_calls(call, args, **timing)
+            note = "; ".join(
+                f"{n}: {t.note}" for n, t in (("jit", t_jit), ("eager", t_eager)) if t.note
+            )
+            emit(
+                "eager",
+                dict(
+                    base,
+                    method=method,
+                    compile_s=comp_s,
+                    jit_ms=1e3 * t_jit.median,
+                    eager_ms=1e3 * t_eager.median,
+                    eager_over_jit=t_eager.median / t_jit.median,
+                    jit_repeats=t_jit.repeats,
+                    eager_repeats=t_eager.repeats,
+                    note=note,
+                ),
+            )
+            logging.info(
+                "eager %-8s %s: jit %.2f ms, eager %.2f ms (x%.1f)",
+                method,
+                base["shape_str"],
+                1e3 * t_jit.median,
+                1e3 * t_eager.median,
+                t_eager.median / t_jit.median,
+            )
+
+
+def _eager_cells(r: dict) -> list[str]:
+    return [
+        r["method"],
+        r["shape_str"],
+        _fmt(r["jit_ms"], 2),
+        _fmt(r["eager_ms"], 2),
+        _fmt(r["eager_over_jit"], 1),
+        r["note"],
+    ]
+
+
 def run(config, workdir: str, command: str | None = None) -> list[dict]:
     """Runs the benchmark of ``config`` and writes its outputs into ``workdir``.
 
@@ -544,10 +612,10 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json(indent=2) + "\n")
-    hw = common.hardware()
+    hw = measure.hardware()
     logging.info("hardware: %s", hw)
     if command is None:
-        command = f"python -m experiments.bench --config=configs/bench.py --workdir={workdir}"
+        command = launch.command_line("bench", workdir)
     skip = {(str(m), tuple(int(s) for s in shape)) for m, shape in config.skip}
     timing = dict(
         warmup=int(config.warmup),
@@ -557,16 +625,17 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
     )
     key = jax.random.key(config.seed)
     k_noise, k_warp = jax.random.split(key)
-    tables: dict[str, list[dict]] = {"main": [], "split": [], "volume": []}
+    by_table: dict[str, list[dict]] = {"main": [], "split": [], "volume": [], "eager": []}
     with (
         open(os.path.join(workdir, "bench.jsonl"), "w") as main_out,
         open(os.path.join(workdir, "split.jsonl"), "w") as split_out,
         open(os.path.join(workdir, "bench3d.jsonl"), "w") as volume_out,
+        open(os.path.join(workdir, "eager.jsonl"), "w") as eager_out,
     ):
-        outs = {"main": main_out, "split": split_out, "volume": volume_out}
+        outs = {"main": main_out, "split": split_out, "volume": volume_out, "eager": eager_out}
 
         def emit(table: str, row: dict) -> None:
-            tables[table].append(row)
+            by_table[table].append(row)
             outs[table].write(json.dumps(row) + "\n")
             outs[table].flush()
 
@@ -576,10 +645,23 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
         for dhwc in config.volume_shapes:
             shape = tuple(int(s) for s in dhwc)
             _bench_volume(config, shape, k_noise, k_warp, hw, timing, emit)
-    rows, split_rows = tables["main"], tables["split"]
+        _bench_eager(config, k_noise, k_warp, hw, timing, emit)
+    md, table, split_table = _report(config, hw, command, by_table)
+    with open(os.path.join(workdir, "bench.md"), "w") as f:
+        f.write(md)
+    print(table)
+    print()
+    print(split_table)
+    sys.stdout.flush()
+    return by_table["main"]
 
-    table = markdown_table(COLUMNS, [_main_cells(r) for r in rows])
-    split_table = markdown_table(SPLIT_COLUMNS, [_split_cells(r) for r in split_rows])
+
+def _report(config, hw: dict, command: str, by_table: dict) -> tuple[str, str, str]:
+    """``(bench.md, main table, split table)``: the tables under a header naming the hardware."""
+    rows, split_rows = by_table["main"], by_table["split"]
+
+    table = tables.markdown_table(COLUMNS, [_main_cells(r) for r in rows])
+    split_table = tables.markdown_table(SPLIT_COLUMNS, [_split_cells(r) for r in split_rows])
     flow_desc = {
         "rotation": f"rotation by {config.angle_deg} deg about the centre + shift {tuple(config.shift)}",
         "translation": f"shift {tuple(config.shift)} px",
@@ -623,7 +705,7 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
         split_table,
         "",
     ]
-    if tables["volume"]:
+    if by_table["volume"]:
         shift3 = tuple(config.volume_shift)
         volume_desc = {
             "rotation": f"rotation by {config.angle_deg} deg about the axis "
@@ -632,7 +714,9 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
             "zoom": f"zoom x{config.zoom} about the centre + shift {shift3} voxels",
             "identity": "identity",
         }[config.flow]
-        volume_table = markdown_table(VOLUME_COLUMNS, [_main_cells(r) for r in tables["volume"]])
+        volume_table = tables.markdown_table(
+            VOLUME_COLUMNS, [_main_cells(r) for r in by_table["volume"]]
+        )
         parts += [
             "## Volumes (3D warping)",
             "",
@@ -642,31 +726,19 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
             volume_table,
             "",
         ]
-    md = "\n".join(parts)
-    with open(os.path.join(workdir, "bench.md"), "w") as f:
-        f.write(md)
-    print(table)
-    print()
-    print(split_table)
-    sys.stdout.flush()
-    return rows
-
-
-def define_flags() -> None:
-    """Defines ``--config`` and ``--workdir``; called only when run as a program, so importing this
-    module (the smoke test) registers no global absl flags that other experiments could clash with."""
-    config_flags.DEFINE_config_file("config", None, "Path to the benchmark config file.")
-    flags.DEFINE_string("workdir", None, "Directory for bench.md, bench.jsonl, config.json.")
-    flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"too many command-line arguments: {argv[1:]}")
-    command = " ".join(["python -m experiments.bench"] + sys.argv[1:])
-    run(FLAGS.config, FLAGS.workdir, command=command)
+    if by_table["eager"]:
+        parts += [
+            "## The public call, eager and jitted",
+            "",
+            "`irwarp.warp(key, noise, flow, method=m)` exactly as the README's quick start calls it "
+            "(un-jitted: eager ms/call), and the same call under `jax.jit` (jit ms/call); medians "
+            "after warm-up, each call ending in block_until_ready.",
+            "",
+            tables.markdown_table(EAGER_COLUMNS, [_eager_cells(r) for r in by_table["eager"]]),
+            "",
+        ]
+    return "\n".join(parts), table, split_table
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    launch.run_main("bench", run)

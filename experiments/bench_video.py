@@ -26,19 +26,15 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
-from experiments import common
-from experiments.common import hardware
+from experiments.lib import launch, measure, tables
+from experiments.lib import workdir as workdir_lib
 from irwarp import pipeline, video
-
-FLAGS = flags.FLAGS
 
 # imageio starts ffmpeg with fork + exec, which is safe; Python warns about any fork under JAX.
 warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
@@ -108,23 +104,21 @@ def run(config, workdir: str, command: str | None = None) -> list[dict]:
     if config.num_frames < 2:
         raise ValueError(f"num_frames must be >= 2; got {config.num_frames}")
     os.makedirs(workdir, exist_ok=True)
-    common.write_config(workdir, config)
-    hw = hardware()
+    workdir_lib.write_config(workdir, config)
+    hw = measure.hardware()
     load_before = os.getloadavg()[0]
     if command is None:
-        command = (
-            f"python -m experiments.bench_video --config=configs/bench_video.py --workdir={workdir}"
-        )
+        command = launch.command_line("bench_video", workdir)
     key = jax.random.key(int(config.seed))
     alpha, beta = float(config.occlusion_alpha), float(config.occlusion_beta)
     rows: list[dict] = []
-    with common.JsonlWriter(os.path.join(workdir, "bench_video.jsonl")) as out:
+    with workdir_lib.JsonlWriter(os.path.join(workdir, "bench_video.jsonl")) as out:
 
         def emit(**row):
             row = dict(row, **{k: hw[k] for k in ("cpu", "usable_cores", "backend", "device_kind")})
             rows.append(row)
             out.write(row)
-            logging.info("%s", json.dumps(common.jsonable(row)))
+            logging.info("%s", json.dumps(workdir_lib.jsonable(row)))
 
         for size in config.sizes:
             size = tuple(int(s) for s in size)
@@ -227,8 +221,8 @@ def markdown(
         f"- Clip: {os.path.basename(path)} ({info.size[1]}x{info.size[0]}, {info.num_frames} "
         f"frames), frames {config.start}..{config.start + config.num_frames - 1} resized to each "
         "size (H x W) with area interpolation; decoding and resizing are not timed.",
-        f"- 1-minute load average {common.fmt(load[0], 1)} at the start and "
-        f"{common.fmt(load[1], 1)} at the end"
+        f"- 1-minute load average {tables.fmt(load[0], 1)} at the start and "
+        f"{tables.fmt(load[1], 1)} at the end"
         + (
             f" (above the {hw['usable_cores']} usable cores: other processes shared the CPU, so "
             "the numbers are lower than on an idle machine)."
@@ -244,7 +238,7 @@ def markdown(
         f"{config.repeats} calls after {config.warmup} warm-up; compile time excluded "
         f"({compile_notes}).",
     ]
-    return "\n".join(header + ["", common.markdown_table(columns, table_rows), ""])
+    return "\n".join(header + ["", tables.markdown_table(columns, table_rows), ""])
 
 
 def _cv2_version() -> str:
@@ -256,20 +250,5 @@ def _cv2_version() -> str:
         return "not installed"
 
 
-def define_flags() -> None:
-    """Defines ``--config`` and ``--workdir`` (only when run as a program)."""
-    config_flags.DEFINE_config_file("config", None, "Path to the bench_video config file.")
-    flags.DEFINE_string("workdir", None, "Directory for bench_video.md and bench_video.jsonl.")
-    flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"too many command-line arguments: {argv[1:]}")
-    command = " ".join(["python -m experiments.bench_video"] + sys.argv[1:])
-    run(FLAGS.config, FLAGS.workdir, command=command)
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    launch.run_main("bench_video", run)

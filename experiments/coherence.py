@@ -65,12 +65,13 @@ import numpy as np
 from absl import logging
 
 import irwarp
-from experiments import common
-from experiments import paper_common as pc
+from experiments.lib import launch, measure, media, tables
+from experiments.lib import methods as methods_lib
+from experiments.lib import workdir as workdir_lib
 from irwarp import flows as flows_lib
 from irwarp import sheet, stats
 
-# Method names beyond experiments.common.parse_method: the sheet, and Chang et al. from frame 0.
+# Method names beyond experiments.methods_lib.parse_method: the sheet, and Chang et al. from frame 0.
 _LAGRANGIAN = re.compile(r"lagrangian(\d+)?")
 _ANCHORED = re.compile(r"chang(\d+)@0")
 
@@ -78,7 +79,7 @@ _ANCHORED = re.compile(r"chang(\d+)@0")
 def check_method(name: str) -> None:
     """Accepts ``"lagrangian"``, ``"lagrangian<L>"``, ``"chang<N>@0"`` and the common names."""
     if not (_LAGRANGIAN.fullmatch(name) or _ANCHORED.fullmatch(name)):
-        pc.parse_method(name)
+        methods_lib.parse_method(name)
 
 
 def method_label(name: str, config) -> str:
@@ -89,7 +90,7 @@ def method_label(name: str, config) -> str:
     m = _ANCHORED.fullmatch(name)
     if m:
         return f"chang N={m.group(1)} from frame 0"
-    return pc.method_label(name)
+    return methods_lib.method_label(name)
 
 
 def _keyframe_every(config):
@@ -135,7 +136,7 @@ def sequence_fn(name: str, config):
     m = _ANCHORED.fullmatch(name)
     if m:
         return _anchored_sequence(int(m.group(1)))
-    return pc.sequence_fn(name)
+    return methods_lib.sequence_fn(name)
 
 
 def motions(config, h: int, w: int) -> list[dict]:
@@ -210,10 +211,12 @@ def pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sum(a * b) / math.sqrt(np.sum(a * a) * np.sum(b * b)))
 
 
-def draw(curves, motion_names, methods, labels, t_frames, wd: pc.Workdir, raw: bool) -> str:
+def draw(
+    curves, motion_names, methods, labels, t_frames, wd: workdir_lib.Workdir, raw: bool
+) -> str:
     ncol = min(5, len(motion_names))
     nrow = math.ceil(len(motion_names) / ncol)
-    fig = pc.new_figure(3.0 * ncol, 2.6 * nrow + 0.4)
+    fig = media.new_figure(3.0 * ncol, 2.6 * nrow + 0.4)
     axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True, sharey=True)
     ts = np.arange(t_frames + 1)
     for k, mo in enumerate(motion_names):
@@ -256,13 +259,13 @@ def _paired_ms(call, base, repeats: int) -> tuple[float, float]:
     One warm-up call each first. Alternating makes ``call / base`` a paired ratio on a machine
     whose speed drifts (the numbers quoted are ratios to the chained grid step).
     """
-    common.block(call())
-    common.block(base())
+    measure.block(call())
+    measure.block(base())
     times = ([], [])
     for _ in range(max(int(repeats), 1)):
         for fn, out in zip((call, base), times, strict=True):
             t0 = time.perf_counter()
-            common.block(fn())
+            measure.block(fn())
             out.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times[0]), 1e3 * statistics.median(times[1])
 
@@ -304,7 +307,7 @@ def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, 
         raise ValueError(f"valid must have shape (P,) = {verts.shape[:1]}; got {valid.shape}")
     if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 0:
         raise ValueError(f"depth must be a non-negative integer; got {depth!r}")
-    window = sheet._WINDOW
+    window = sheet.ROOT_WINDOW
     f32 = np.float32
     ax, ay = verts[..., 0], verts[..., 1]
     bx, by = np.roll(ax, -1, axis=-1), np.roll(ay, -1, axis=-1)
@@ -317,7 +320,7 @@ def split_node_counts(verts, valid, depth: int, chunk: int = 1024) -> dict[str, 
     per_polygon, unique, single, ids = [], [], [], []
     for level in range(depth):
         n = 2**level
-        r = f32(0.5 * 2.0**-level - 0.5 * 2.0**-depth + sheet._EPS)
+        r = f32(0.5 * 2.0**-level - 0.5 * 2.0**-depth + sheet.SPLIT_MARGIN)
         side = f32(2.0**-level)
         span = np.arange(window * n)
         count, ones, keys = 0, 0, []
@@ -368,12 +371,11 @@ def _split_normals(nodes: int, features: int, chunk: int = 8192):
     nb = max(-(-nodes // chunk), 1)
     k1 = jax.random.bits(jax.random.key(0), (nb, chunk), jnp.uint32)
     k2 = jax.random.bits(jax.random.key(1), (nb, chunk), jnp.uint32)
-    scale = sheet._SPLIT_SCALE(features)
 
     def body(args):
         a, b, probe = args
         # The probe is traced, as in a frame, so that XLA cannot fold the materialising cond.
-        return sheet._normals(a, b, sheet._SPLIT, 3 * features, scale, probe)[:, 0]
+        return sheet.split_normals(a, b, features, probe)[:, 0]
 
     fn = jax.jit(lambda a, b, p: jax.lax.map(body, (a, b, jnp.broadcast_to(p, (nb,)))))
     probe = jnp.float32(0.0)
@@ -385,6 +387,47 @@ def _dedup_sort(ids: np.ndarray):
     ids = jnp.asarray(ids, jnp.uint32)
     fn = jax.jit(lambda a: jax.lax.sort((a, jnp.arange(a.shape[0], dtype=jnp.int32)), num_keys=1))
     return lambda: fn(ids)
+
+
+def _lagrangian_cost(name: str, fn, compiled, key, x0, flow, base, reps: int) -> dict:
+    """The sheet's diagnostics of one frame and the floors its split normals set (cost table)."""
+    row = {}
+    _, info = compiled(key, x0, flow)
+    row["dropped_nodes"] = int(info["dropped_nodes"])
+    row["frontier_use"] = float(np.max(np.asarray(info["frontier_use"])))
+    # What limits the frame: its bridge splits need 3 F normals each. Time those
+    # normals alone, for the splits the frame made (one per pixel and node) and for
+    # the distinct nodes among them (a frontier shared by neighbouring pixels).
+    depth = int(name.split("=")[1])
+    verts, valid = sheet.frame_octagons(flow)
+    geo = split_node_counts(verts, valid, depth)
+    features = int(np.prod(x0.shape[:-3])) * int(x0.shape[-1])
+    pixels = int(np.prod(x0.shape[-3:-1]))
+    row["split_nodes"] = int(info["split_nodes"])
+    row["split_nodes_geometry"] = int(geo["per_polygon"].sum())
+    row["unique_split_nodes"] = int(geo["unique"].sum())
+    row["splits_per_px"] = row["split_nodes"] / pixels
+    row["unique_splits_per_px"] = row["unique_split_nodes"] / pixels
+    # Splits whose node only one edge of the pixel's polygon touches, per level.
+    row["single_edge_fraction"] = (geo["single_edge"] / geo["per_polygon"]).tolist()
+    for tag, nodes in (
+        ("", row["split_nodes"]),
+        ("unique_", row["unique_split_nodes"]),
+    ):
+        n_ms, g_ms = _paired_ms(_split_normals(nodes, features), base, reps)
+        row[tag + "normals_ms"] = n_ms
+        row[tag + "normals_vs_grid"] = n_ms / g_ms
+    # The work that does not scale with F: the same frame of one sheet (F = 1),
+    # still against the grid step of all F.
+    one = x0.reshape((-1,) + x0.shape[-3:])[:1, ..., :1]
+    single, _ = measure.compile_timed(fn, key, one, flow)
+    n_ms, g_ms = _paired_ms(lambda c=single, o=one, f=flow: c(key, o, f), base, reps)
+    row["one_sheet_ms"], row["one_sheet_vs_grid"] = n_ms, n_ms / g_ms
+    # A frontier shared by neighbouring pixels must first find its duplicates: time
+    # sorting this frame's split-node ids with their slots (XLA's sort).
+    n_ms, g_ms = _paired_ms(_dedup_sort(geo["node_ids"]), base, reps)
+    row["dedup_sort_ms"], row["dedup_sort_vs_grid"] = n_ms, n_ms / g_ms
+    return row
 
 
 def cost_rows(config, x0, mos, path: str) -> list[dict]:
@@ -424,19 +467,19 @@ def cost_rows(config, x0, mos, path: str) -> list[dict]:
             )
         )
     grid_fn = functools.partial(irwarp.warp, method="grid")
-    grid, grid_compile_s = common.compile_timed(grid_fn, key, x0, mo["back"])
+    grid, grid_compile_s = measure.compile_timed(grid_fn, key, x0, mo["back"])
 
     def base():
         return grid(key, x0, mo["back"])
 
     reps = int(config.cost_repeats)
     rows = []
-    with common.JsonlWriter(path) as out:
+    with workdir_lib.JsonlWriter(path) as out:
         for name, how, fn, flow in entries:
             if name == "grid":  # the chained grid step is the baseline, compiled above
                 compiled, compile_s = grid, grid_compile_s
             else:
-                compiled, compile_s = common.compile_timed(fn, key, x0, flow)
+                compiled, compile_s = measure.compile_timed(fn, key, x0, flow)
             try:
                 temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
             except Exception:  # best effort: not every backend reports it
@@ -453,41 +496,7 @@ def cost_rows(config, x0, mos, path: str) -> list[dict]:
                 xla_temp_mb=temp_mb,
             )
             if name.startswith("lagrangian"):
-                _, info = compiled(key, x0, flow)
-                row["dropped_nodes"] = int(info["dropped_nodes"])
-                row["frontier_use"] = float(np.max(np.asarray(info["frontier_use"])))
-                # What limits the frame: its bridge splits need 3 F normals each. Time those
-                # normals alone, for the splits the frame made (one per pixel and node) and for
-                # the distinct nodes among them (a frontier shared by neighbouring pixels).
-                depth = int(name.split("=")[1])
-                verts, valid = sheet._octagons(flow)
-                geo = split_node_counts(verts, valid, depth)
-                features = int(np.prod(x0.shape[:-3])) * int(x0.shape[-1])
-                pixels = int(np.prod(x0.shape[-3:-1]))
-                row["split_nodes"] = int(info["split_nodes"])
-                row["split_nodes_geometry"] = int(geo["per_polygon"].sum())
-                row["unique_split_nodes"] = int(geo["unique"].sum())
-                row["splits_per_px"] = row["split_nodes"] / pixels
-                row["unique_splits_per_px"] = row["unique_split_nodes"] / pixels
-                # Splits whose node only one edge of the pixel's polygon touches, per level.
-                row["single_edge_fraction"] = (geo["single_edge"] / geo["per_polygon"]).tolist()
-                for tag, nodes in (
-                    ("", row["split_nodes"]),
-                    ("unique_", row["unique_split_nodes"]),
-                ):
-                    n_ms, g_ms = _paired_ms(_split_normals(nodes, features), base, reps)
-                    row[tag + "normals_ms"] = n_ms
-                    row[tag + "normals_vs_grid"] = n_ms / g_ms
-                # The work that does not scale with F: the same frame of one sheet (F = 1),
-                # still against the grid step of all F.
-                one = x0.reshape((-1,) + x0.shape[-3:])[:1, ..., :1]
-                single, _ = common.compile_timed(fn, key, one, flow)
-                n_ms, g_ms = _paired_ms(lambda c=single, o=one, f=flow: c(key, o, f), base, reps)
-                row["one_sheet_ms"], row["one_sheet_vs_grid"] = n_ms, n_ms / g_ms
-                # A frontier shared by neighbouring pixels must first find its duplicates: time
-                # sorting this frame's split-node ids with their slots (XLA's sort).
-                n_ms, g_ms = _paired_ms(_dedup_sort(geo["node_ids"]), base, reps)
-                row["dedup_sort_ms"], row["dedup_sort_vs_grid"] = n_ms, n_ms / g_ms
+                row.update(_lagrangian_cost(name, fn, compiled, key, x0, flow, base, reps))
             rows.append(row)
             out.write(row)
             logging.info(
@@ -498,6 +507,154 @@ def cost_rows(config, x0, mos, path: str) -> list[dict]:
                 temp_mb,
             )
     return rows
+
+
+def references(config, mos: list[dict], x0) -> tuple[list, list]:
+    """Per motion: ``(prediction P_t, mask, rho*_t)`` for every frame t, and the one-step
+    ``(mask, ideal)`` of consecutive frames."""
+    t_frames = int(config.frames)
+    refs = []
+    for mo in mos:
+        per_t = []
+        for t in range(t_frames + 1):
+            pred, a2, a_dst, overflow = _predictor_parts(mo["total"][t], x0)
+            mask = valid_mask(
+                np.asarray(mo["total"][t]), np.asarray(a_dst), overflow, int(config.margin)
+            )
+            ideal = math.sqrt(float(np.mean(np.asarray(a2)[mask]))) if mask.any() else math.nan
+            per_t.append((np.asarray(pred), mask, ideal))
+        refs.append(per_t)
+    # One-step references for the consecutive-frame coherence: the mask and ideal depend only on
+    # the (constant) per-frame flow.
+    steps = []
+    for mo in mos:
+        _, a2, a_dst, overflow = _predictor_parts(mo["back"], x0)
+        mask = valid_mask(np.asarray(mo["back"]), np.asarray(a_dst), overflow, int(config.margin))
+        steps.append((mask, math.sqrt(float(np.mean(np.asarray(a2)[mask])))))
+    return refs, steps
+
+
+def cost_table(config, costs: list[dict], shape) -> list[str]:
+    """The summary lines of the cost table of one frame."""
+    features = int(config.batch) * int(config.channels)
+    return [
+        f"### Cost of one frame ({costs[0]['motion']}; {shape} noise)",
+        "",
+        tables.markdown_table(
+            (
+                "method",
+                "frame",
+                "ms / frame",
+                "x grid",
+                "XLA temp MB",
+                "compile s",
+                "splits / px",
+                "its normals alone: x grid",
+                "distinct splits / px",
+                "their normals alone: x grid",
+            ),
+            [
+                [
+                    r["method"],
+                    r["how"],
+                    tables.cell(r["ms"], 1),
+                    tables.cell(r["vs_grid"], 1),
+                    tables.cell(r["xla_temp_mb"], 1),
+                    tables.cell(r["compile_s"], 1),
+                    tables.cell(r.get("splits_per_px"), 1),
+                    tables.cell(r.get("normals_vs_grid"), 1),
+                    tables.cell(r.get("unique_splits_per_px"), 1),
+                    tables.cell(r.get("unique_normals_vs_grid"), 1),
+                ]
+                for r in costs
+            ],
+        ),
+        "",
+        "Splits / px: bridge splits the frame made per pixel (one per pixel and node, "
+        "`info['split_nodes']`; the numpy geometric count `split_node_counts` agrees: "
+        f"{_agree(costs)}). Each needs 3 F normals (F = {features} sheets here); "
+        "'normals alone' times drawing just those normals with the sheet's generator "
+        "(materialised in chunks of 8192 nodes, as a frame's blocks are), a floor of a "
+        "frame at that many splits. Distinct splits: the same nodes counted "
+        "once (neighbouring pixels split the nodes on their shared edges twice), the "
+        "floor of a frontier shared between pixels.",
+        "",
+    ]
+
+
+def summary_md(config, workdir, curves, names, labels, costs, shape, figures, elapsed) -> str:
+    """The summary.md text: retained coherence at a few frames, consecutive frames, whiteness
+    and the cost of one frame."""
+    h, w = (int(s) for s in config.size)
+    methods = tuple(config.methods)
+    t_frames = int(config.frames)
+    report_ts = sorted({t for t in config.report_frames if 1 <= t <= t_frames} | {t_frames})
+    parts = []
+    for t in report_ts:
+        rows = [
+            [labels[m], *(tables.cell(curves[m, n]["retained"][t], 2) for n in names)]
+            for m in methods
+        ]
+        rows.append(
+            [
+                "ideal rho*_t",
+                *(tables.cell(curves[methods[0], n]["ideal"][t], 2) for n in names),
+            ]
+        )
+        parts += [
+            f"### t = {t}: retained coherence rho_t / rho*_t (last row: rho*_t itself)",
+            "",
+            tables.markdown_table(("method", *names), rows),
+            "",
+        ]
+    parts += [
+        "### Consecutive frames: mean over t of the retained coherence with frame t - 1",
+        "",
+        tables.markdown_table(
+            ("method", *names),
+            [
+                [
+                    labels[m],
+                    *(tables.cell(float(np.mean(curves[m, n]["cons"][1:])), 2) for n in names),
+                ]
+                for m in methods
+            ],
+        ),
+        "",
+        f"### White frames (irwarp.stats.whiteness_checks, all checks at 5 SE) out of {t_frames}",
+        "",
+        tables.markdown_table(
+            ("method", *names),
+            [[labels[m], *(sum(curves[m, n]["white"][1:]) for n in names)] for m in methods],
+        ),
+        "",
+    ]
+    if costs:
+        parts += cost_table(config, costs, shape)
+    intro = (
+        f"{config.batch} noise images of {h}x{w}x{config.channels}, {t_frames} frames per "
+        f"motion; translations along {config.direction_deg:g} degrees. rho_t = pooled "
+        "correlation of frame t with P_t = E[exact frame t | X_0] (the exact-area prediction "
+        "from frame 0, which is the bilinear resample of X_0 for a translation), over pixels "
+        f"whose pre-image is inside frame 0, {config.margin} px from the border. rho*_t is the "
+        "ideal (an exact rigid move of integral noise); the tables divide by it, so 1 means "
+        "the method moved the noise rigidly. Non-white methods (bilinear, nearest) can exceed "
+        f"1. Wall time {elapsed:.0f} s."
+    )
+    text = "\n".join(
+        [
+            launch.header(
+                "Claim 5: temporal coherence of chained warps",
+                launch.command_line("coherence", workdir),
+                intro,
+            ),
+            *parts,
+            "## Figures",
+            "",
+            *(f"- `{f.rsplit('/', 1)[-1]}`" for f in figures),
+        ]
+    )
+    return text
 
 
 def run(config, workdir: str) -> dict:
@@ -519,27 +676,8 @@ def run(config, workdir: str) -> dict:
     mos = motions(config, h, w)
     curves = {}
     t_start = time.perf_counter()
-    with pc.Workdir(workdir, config) as wd:
-        refs = []
-        for mo in mos:
-            per_t = []
-            for t in range(t_frames + 1):
-                pred, a2, a_dst, overflow = _predictor_parts(mo["total"][t], x0)
-                mask = valid_mask(
-                    np.asarray(mo["total"][t]), np.asarray(a_dst), overflow, int(config.margin)
-                )
-                ideal = math.sqrt(float(np.mean(np.asarray(a2)[mask]))) if mask.any() else math.nan
-                per_t.append((np.asarray(pred), mask, ideal))
-            refs.append(per_t)
-        # One-step references for the consecutive-frame coherence: the mask and ideal depend only on
-        # the (constant) per-frame flow.
-        steps = []
-        for mo in mos:
-            _, a2, a_dst, overflow = _predictor_parts(mo["back"], x0)
-            mask = valid_mask(
-                np.asarray(mo["back"]), np.asarray(a_dst), overflow, int(config.margin)
-            )
-            steps.append((mask, math.sqrt(float(np.mean(np.asarray(a2)[mask])))))
+    with workdir_lib.Workdir(workdir, config, name="coherence") as wd:
+        refs, steps = references(config, mos, x0)
         for mi, m in enumerate(methods):
             fn = sequence_fn(m, config)
             for k, mo in enumerate(mos):
@@ -600,115 +738,10 @@ def run(config, workdir: str) -> dict:
         costs = cost_rows(config, x0, mos, wd.file("cost.jsonl")) if config.cost_depths else []
         elapsed = time.perf_counter() - t_start
 
-        report_ts = sorted({t for t in config.report_frames if 1 <= t <= t_frames} | {t_frames})
-        tables = []
-        for t in report_ts:
-            rows = [
-                [labels[m], *(pc.cell(curves[m, n]["retained"][t], 2) for n in names)]
-                for m in methods
-            ]
-            rows.append(
-                ["ideal rho*_t", *(pc.cell(curves[methods[0], n]["ideal"][t], 2) for n in names)]
-            )
-            tables += [
-                f"### t = {t}: retained coherence rho_t / rho*_t (last row: rho*_t itself)",
-                "",
-                common.markdown_table(("method", *names), rows),
-                "",
-            ]
-        tables += [
-            "### Consecutive frames: mean over t of the retained coherence with frame t - 1",
-            "",
-            common.markdown_table(
-                ("method", *names),
-                [
-                    [
-                        labels[m],
-                        *(pc.cell(float(np.mean(curves[m, n]["cons"][1:])), 2) for n in names),
-                    ]
-                    for m in methods
-                ],
-            ),
-            "",
-            f"### White frames (irwarp.stats.whiteness_checks, all checks at 5 SE) out of {t_frames}",
-            "",
-            common.markdown_table(
-                ("method", *names),
-                [[labels[m], *(sum(curves[m, n]["white"][1:]) for n in names)] for m in methods],
-            ),
-            "",
-        ]
-        if costs:
-            features = int(config.batch) * int(config.channels)
-            tables += [
-                f"### Cost of one frame ({costs[0]['motion']}; {x0.shape} noise)",
-                "",
-                common.markdown_table(
-                    (
-                        "method",
-                        "frame",
-                        "ms / frame",
-                        "x grid",
-                        "XLA temp MB",
-                        "compile s",
-                        "splits / px",
-                        "its normals alone: x grid",
-                        "distinct splits / px",
-                        "their normals alone: x grid",
-                    ),
-                    [
-                        [
-                            r["method"],
-                            r["how"],
-                            pc.cell(r["ms"], 1),
-                            pc.cell(r["vs_grid"], 1),
-                            pc.cell(r["xla_temp_mb"], 1),
-                            pc.cell(r["compile_s"], 1),
-                            pc.cell(r.get("splits_per_px"), 1),
-                            pc.cell(r.get("normals_vs_grid"), 1),
-                            pc.cell(r.get("unique_splits_per_px"), 1),
-                            pc.cell(r.get("unique_normals_vs_grid"), 1),
-                        ]
-                        for r in costs
-                    ],
-                ),
-                "",
-                "Splits / px: bridge splits the frame made per pixel (one per pixel and node, "
-                "`info['split_nodes']`; the numpy geometric count `split_node_counts` agrees: "
-                f"{_agree(costs)}). Each needs 3 F normals (F = {features} sheets here); "
-                "'normals alone' times drawing just those normals with the sheet's generator "
-                "(materialised in chunks of 8192 nodes, as a frame's blocks are), a floor of a "
-                "frame at that many splits. Distinct splits: the same nodes counted "
-                "once (neighbouring pixels split the nodes on their shared edges twice), the "
-                "floor of a frontier shared between pixels.",
-                "",
-            ]
-        intro = (
-            f"{config.batch} noise images of {h}x{w}x{config.channels}, {t_frames} frames per "
-            f"motion; translations along {config.direction_deg:g} degrees. rho_t = pooled "
-            "correlation of frame t with P_t = E[exact frame t | X_0] (the exact-area prediction "
-            "from frame 0, which is the bilinear resample of X_0 for a translation), over pixels "
-            f"whose pre-image is inside frame 0, {config.margin} px from the border. rho*_t is the "
-            "ideal (an exact rigid move of integral noise); the tables divide by it, so 1 means "
-            "the method moved the noise rigidly. Non-white methods (bilinear, nearest) can exceed "
-            f"1. Wall time {elapsed:.0f} s."
-        )
-        text = "\n".join(
-            [
-                pc.header(
-                    "Claim 5: temporal coherence of chained warps",
-                    pc.command_line("coherence", workdir),
-                    intro,
-                ),
-                *tables,
-                "## Figures",
-                "",
-                *(f"- `{f.rsplit('/', 1)[-1]}`" for f in figures),
-            ]
-        )
+        text = summary_md(config, workdir, curves, names, labels, costs, x0.shape, figures, elapsed)
         wd.write_summary(text)
     return curves
 
 
 if __name__ == "__main__":
-    pc.run_main("coherence", run)
+    launch.run_main("coherence", run)

@@ -40,8 +40,9 @@ import numpy as np
 from absl import logging
 
 import irwarp
-from experiments import common
-from experiments import paper_common as pc
+from experiments.lib import launch, measure, media, tables
+from experiments.lib import methods as methods_lib
+from experiments.lib import workdir as workdir_lib
 from irwarp import flows as flows_lib
 
 COLUMNS = (
@@ -142,17 +143,17 @@ def time_method(name: str, size, channels: int, repeats: int, key) -> tuple[floa
     flow = flows_lib.zoo(h, w)["rotation"]
     fflow = flows_lib.forward_from_backward(flow)
     x = jax.random.normal(key, (h, w, channels), jnp.float32)
-    fn = pc.warp_fn(name)
+    fn = methods_lib.warp_fn(name)
     t0 = time.perf_counter()
-    common.block(fn(key, x, flow, fflow))  # compiles (or reuses) the cached jit
+    measure.block(fn(key, x, flow, fflow))  # compiles (or reuses) the cached jit
     first = time.perf_counter() - t0
-    sec = common.median_seconds(fn, key, x, flow, fflow, warmup=0, repeats=repeats)
+    sec = measure.median_seconds(fn, key, x, flow, fflow, warmup=0, repeats=repeats)
     return 1e3 * sec, first
 
 
-def draw(rows, timing, config, wd: pc.Workdir) -> str:
+def draw(rows, timing, config, wd: workdir_lib.Workdir) -> str:
     ns = np.asarray(config.upsample, float)
-    fig = pc.new_figure(11, 4.2)
+    fig = media.new_figure(11, 4.2)
     ax_e, ax_t = fig.subplots(1, 2)
     for k, flow in enumerate(config.flows):
         rr = [r for r in rows if r["flow"] == flow and r["method"] == "chang"]
@@ -197,13 +198,106 @@ def _row_cells(r: dict) -> list[str]:
     return [
         r["flow"],
         label,
-        pc.cell(r["exact_mae"], 4),
-        pc.cell(r["exact_rms"], 4),
-        pc.cell(r["mc_mae"], 4),
-        pc.cell(r["mc_floor"], 4),
-        pc.cell(r["mc_bias_rms"], 4) + ("" if r["mc_resolved"] else " (at floor)"),
+        tables.cell(r["exact_mae"], 4),
+        tables.cell(r["exact_rms"], 4),
+        tables.cell(r["mc_mae"], 4),
+        tables.cell(r["mc_floor"], 4),
+        tables.cell(r["mc_bias_rms"], 4) + ("" if r["mc_resolved"] else " (at floor)"),
         str(r["pairs"]),
     ]
+
+
+def fit_slopes(config, rows: list[dict], timing: dict, ns) -> tuple[dict, list[int]]:
+    """Log-log slopes of the error (exact, MC debiased) per flow and of the time over N."""
+    slopes = {}
+    chang = [r for r in rows if r["method"] == "chang"]
+    for fname in config.flows:
+        rr = [r for r in chang if r["flow"] == fname]
+        resolved = [r for r in rr if r["mc_resolved"]]
+        slopes[fname] = {
+            "exact": measure.loglog_slope([r["n"] for r in rr], [r["exact_mae"] for r in rr]),
+            "mc_debiased": measure.loglog_slope(
+                [r["n"] for r in resolved], [r["mc_bias_rms"] for r in resolved]
+            ),
+            "mc_resolved_n": [r["n"] for r in resolved],
+        }
+    fit_n = [n for n in ns if n >= int(config.time_fit_min_n)]
+    if len(fit_n) < 2:
+        fit_n = list(ns)
+    slopes["time"] = measure.loglog_slope(fit_n, [timing[f"chang{n}"]["ms"] for n in fit_n])
+    slopes["time_fit_n"] = fit_n
+    slopes["time_all"] = measure.loglog_slope(ns, [timing[f"chang{n}"]["ms"] for n in ns])
+    return slopes, fit_n
+
+
+def summary_md(config, workdir, rows, timing, slopes, fit_n, figure, elapsed) -> str:
+    """The summary.md text: the error, slope and time tables."""
+    h, w = (int(s) for s in config.size)
+    chunk = int(config.chunk)
+    ns = tuple(int(n) for n in config.upsample)
+    size = tuple(int(s) for s in config.timing_size)
+    table = tables.markdown_table(COLUMNS, [_row_cells(r) for r in rows])
+    slope_table = tables.markdown_table(
+        ("flow", "error slope (exact)", "error slope (MC debiased)", "MC resolved at N"),
+        [
+            [
+                f,
+                tables.cell(slopes[f]["exact"], 2),
+                tables.cell(slopes[f]["mc_debiased"], 2),
+                ", ".join(map(str, slopes[f]["mc_resolved_n"])) or "-",
+            ]
+            for f in config.flows
+        ],
+    )
+    time_table = tables.markdown_table(
+        ("method", "ms per frame", "x grid"),
+        [
+            [
+                "grid" if n == "grid" else methods_lib.method_label(n),
+                tables.cell(timing[n]["ms"], 2),
+                tables.cell(timing[n]["ms"] / timing["grid"]["ms"], 1),
+            ]
+            for n in ["grid"] + [f"chang{n}" for n in ns]
+        ],
+    )
+    th, tw = size
+    intro = (
+        f"Frames of {h}x{w}; the (d, s) pairs of each flow are those of its grid windows (3x3). "
+        f"Monte Carlo with R = {rows[0]['samples']} noise samples (chunks of {chunk} channels); "
+        "*floor* = mean |error| an exact warp shows with that R; *debiased RMS* removes the "
+        "Monte-Carlo variance ('at floor' = not resolved at 3 standard errors). *Exact* = the "
+        "noise-free linear probe. Timing: one "
+        f"{th}x{tw}x{config.timing_channels} frame along the zoo rotation, median of "
+        f"{config.repeats} calls after compilation. Wall time {elapsed:.0f} s."
+    )
+    text = "\n".join(
+        [
+            launch.header(
+                "Claim 2: Chang et al. converges to the grid variant as N grows",
+                launch.command_line("convergence", workdir),
+                intro,
+            ),
+            "## Covariance error against the grid variant",
+            "",
+            table,
+            "",
+            "## Fitted log-log slopes (expected: error ~ N^-1, time ~ N^2)",
+            "",
+            slope_table,
+            "",
+            f"Time slope over N in {fit_n}: **{slopes['time']:.2f}** (over all N: "
+            f"{slopes['time_all']:.2f}).",
+            "",
+            "## Time per frame",
+            "",
+            time_table,
+            "",
+            "## Figures",
+            "",
+            f"- `{figure.rsplit('/', 1)[-1]}`",
+        ]
+    )
+    return text
 
 
 def run(config, workdir: str) -> dict:
@@ -226,7 +320,7 @@ def run(config, workdir: str) -> dict:
     key = jax.random.key(int(config.seed))
     rows: list[dict] = []
     t_start = time.perf_counter()
-    with pc.Workdir(workdir, config) as wd:
+    with workdir_lib.Workdir(workdir, config, name="convergence") as wd:
         for fi, fname in enumerate(config.flows):
             flow = zoo[fname]
             fflow = flow  # unused by grid and chang
@@ -235,7 +329,7 @@ def run(config, workdir: str) -> dict:
             c_grid = pairs[2]
             k_flow = jax.random.fold_in(key, fi)
             for name in ["grid"] + [f"chang{n}" for n in ns]:
-                fn = pc.warp_fn(name)
+                fn = methods_lib.warp_fn(name)
                 k_probe, k_mc = jax.random.split(jax.random.fold_in(k_flow, len(rows)))
                 c_probe = probe_covariance(fn, k_probe, flow, fflow, pairs, h, w, chunk)
                 c_mc, se2 = mc_covariance(
@@ -291,92 +385,15 @@ def run(config, workdir: str) -> dict:
             )
             logging.info("time %-8s %.2f ms", name, ms)
 
-        slopes = {}
-        chang = [r for r in rows if r["method"] == "chang"]
-        for fname in config.flows:
-            rr = [r for r in chang if r["flow"] == fname]
-            resolved = [r for r in rr if r["mc_resolved"]]
-            slopes[fname] = {
-                "exact": pc.loglog_slope([r["n"] for r in rr], [r["exact_mae"] for r in rr]),
-                "mc_debiased": pc.loglog_slope(
-                    [r["n"] for r in resolved], [r["mc_bias_rms"] for r in resolved]
-                ),
-                "mc_resolved_n": [r["n"] for r in resolved],
-            }
-        fit_n = [n for n in ns if n >= int(config.time_fit_min_n)]
-        if len(fit_n) < 2:
-            fit_n = list(ns)
-        slopes["time"] = pc.loglog_slope(fit_n, [timing[f"chang{n}"]["ms"] for n in fit_n])
-        slopes["time_fit_n"] = fit_n
-        slopes["time_all"] = pc.loglog_slope(ns, [timing[f"chang{n}"]["ms"] for n in ns])
+        slopes, fit_n = fit_slopes(config, rows, timing, ns)
         wd.metric(dict(kind="slopes", **slopes))
         figure = draw(rows, timing, config, wd)
         elapsed = time.perf_counter() - t_start
 
-        table = common.markdown_table(COLUMNS, [_row_cells(r) for r in rows])
-        slope_table = common.markdown_table(
-            ("flow", "error slope (exact)", "error slope (MC debiased)", "MC resolved at N"),
-            [
-                [
-                    f,
-                    pc.cell(slopes[f]["exact"], 2),
-                    pc.cell(slopes[f]["mc_debiased"], 2),
-                    ", ".join(map(str, slopes[f]["mc_resolved_n"])) or "-",
-                ]
-                for f in config.flows
-            ],
-        )
-        time_table = common.markdown_table(
-            ("method", "ms per frame", "x grid"),
-            [
-                [
-                    "grid" if n == "grid" else pc.method_label(n),
-                    pc.cell(timing[n]["ms"], 2),
-                    pc.cell(timing[n]["ms"] / timing["grid"]["ms"], 1),
-                ]
-                for n in ["grid"] + [f"chang{n}" for n in ns]
-            ],
-        )
-        th, tw = size
-        intro = (
-            f"Frames of {h}x{w}; the (d, s) pairs of each flow are those of its grid windows (3x3). "
-            f"Monte Carlo with R = {rows[0]['samples']} noise samples (chunks of {chunk} channels); "
-            "*floor* = mean |error| an exact warp shows with that R; *debiased RMS* removes the "
-            "Monte-Carlo variance ('at floor' = not resolved at 3 standard errors). *Exact* = the "
-            "noise-free linear probe. Timing: one "
-            f"{th}x{tw}x{config.timing_channels} frame along the zoo rotation, median of "
-            f"{config.repeats} calls after compilation. Wall time {elapsed:.0f} s."
-        )
-        text = "\n".join(
-            [
-                pc.header(
-                    "Claim 2: Chang et al. converges to the grid variant as N grows",
-                    pc.command_line("convergence", workdir),
-                    intro,
-                ),
-                "## Covariance error against the grid variant",
-                "",
-                table,
-                "",
-                "## Fitted log-log slopes (expected: error ~ N^-1, time ~ N^2)",
-                "",
-                slope_table,
-                "",
-                f"Time slope over N in {fit_n}: **{slopes['time']:.2f}** (over all N: "
-                f"{slopes['time_all']:.2f}).",
-                "",
-                "## Time per frame",
-                "",
-                time_table,
-                "",
-                "## Figures",
-                "",
-                f"- `{figure.rsplit('/', 1)[-1]}`",
-            ]
-        )
+        text = summary_md(config, workdir, rows, timing, slopes, fit_n, figure, elapsed)
         wd.write_summary(text)
     return {"rows": rows, "timing": timing, "slopes": slopes}
 
 
 if __name__ == "__main__":
-    pc.run_main("convergence", run)
+    launch.run_main("convergence", run)

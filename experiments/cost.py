@@ -37,8 +37,10 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from experiments import common
-from experiments import paper_common as pc
+from experiments.lib import launch, media, tables
+from experiments.lib import measure as measure_lib
+from experiments.lib import methods as methods_lib
+from experiments.lib import workdir as workdir_lib
 from irwarp import flows as flows_lib
 
 MB = 2.0**20
@@ -103,9 +105,9 @@ def measure(
     flow = flows_lib.rotation(h, w, rotation_deg)
     fflow = jax.jit(flows_lib.forward_from_backward)(flow)
     x = jax.random.normal(key, (h, w, channels), jnp.float32)
-    fn = pc.warp_fn(method)
+    fn = methods_lib.warp_fn(method)
     args = (key, x, flow, fflow)
-    common.block(args)
+    measure_lib.block(args)
     t0 = time.perf_counter()
     compiled = fn.lower(*args).compile()
     out = dict(compile_s=time.perf_counter() - t0)
@@ -125,7 +127,7 @@ def measure(
     rss_before = _status_kb("VmRSS")
     reset = _reset_peak()
     t0 = time.perf_counter()
-    common.block(compiled(*args))
+    measure_lib.block(compiled(*args))
     first = time.perf_counter() - t0
     hwm = _status_kb("VmHWM")
     if reset and hwm is not None and rss_before is not None:
@@ -141,7 +143,7 @@ def measure(
             notes.append(f"{n} timed call{'s' if n > 1 else ''}, not {repeats} (time budget)")
         for _ in range(n):
             t0 = time.perf_counter()
-            common.block(compiled(*args))
+            measure_lib.block(compiled(*args))
             times.append(time.perf_counter() - t0)
     out["ms"] = 1e3 * statistics.median(times)
     out["calls"] = len(times)
@@ -163,16 +165,16 @@ def _measure_isolated(kwargs: dict) -> dict:
 def _mb(v) -> str:
     if v is None:
         return "-"
-    return common.fmt(v, 2 if v < 10 else 0)
+    return tables.fmt(v, 2 if v < 10 else 0)
 
 
 def _cells(r: dict) -> list[str]:
     return [
-        pc.method_label(r["method"]),
+        methods_lib.method_label(r["method"]),
         f"{r['size']}^2",
-        pc.cell(r.get("ms"), 1 if (r.get("ms") or 0) >= 10 else 2),
+        tables.cell(r.get("ms"), 1 if (r.get("ms") or 0) >= 10 else 2),
         str(r.get("calls", 0)),
-        pc.cell(r.get("compile_s"), 1),
+        tables.cell(r.get("compile_s"), 1),
         _mb(r.get("xla_temp_mb")),
         _mb(r.get("xla_io_mb")),
         _mb(r.get("run_mb")),
@@ -187,18 +189,18 @@ def _ratio(a, b) -> float | None:
     return a / b
 
 
-def draw(rows, config, wd: pc.Workdir) -> str:
-    fig = pc.new_figure(10, 4)
+def draw(rows, config, wd: workdir_lib.Workdir) -> str:
+    fig = media.new_figure(10, 4)
     ax_t, ax_m = fig.subplots(1, 2)
     for k, m in enumerate(config.methods):
         rr = [r for r in rows if r["method"] == m]
         sizes = [r["size"] for r in rr if r.get("ms") is not None]
         ms = [r["ms"] for r in rr if r.get("ms") is not None]
         style = "--" if m.startswith("chang") else "-"
-        ax_t.plot(sizes, ms, "o" + style, color=f"C{k}", label=pc.method_label(m))
+        ax_t.plot(sizes, ms, "o" + style, color=f"C{k}", label=methods_lib.method_label(m))
         msz = [r["size"] for r in rr if r.get("xla_temp_mb") is not None]
         mem = [r["xla_temp_mb"] for r in rr if r.get("xla_temp_mb") is not None]
-        ax_m.plot(msz, mem, "o" + style, color=f"C{k}", label=pc.method_label(m))
+        ax_m.plot(msz, mem, "o" + style, color=f"C{k}", label=methods_lib.method_label(m))
     for ax, label in ((ax_t, "ms per frame"), (ax_m, "XLA temp MB (compiled)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -212,17 +214,77 @@ def draw(rows, config, wd: pc.Workdir) -> str:
     return wd.save_figure(fig, "cost.png")
 
 
+def summary_md(config, workdir: str, methods, rows: list[dict], figure: str, elapsed: float) -> str:
+    """The summary.md text: the time and memory table and the ratios to Chang et al."""
+    by = {(r["method"], r["size"]): r for r in rows}
+    changs = [m for m in methods if m.startswith("chang")]
+    ours = [m for m in methods if not m.startswith("chang")]
+    speed_rows = []
+    for size in config.sizes:
+        for m in ours:
+            r = by[m, int(size)]
+            cells = [f"{size}^2", m]
+            for c in changs:
+                cells.append(tables.cell(_ratio(by[c, int(size)].get("ms"), r.get("ms")), 1))
+            for c in changs:
+                cells.append(
+                    tables.cell(
+                        _ratio(by[c, int(size)].get("xla_temp_mb"), r.get("xla_temp_mb")), 1
+                    )
+                )
+            speed_rows.append(cells)
+    speed_table = tables.markdown_table(
+        ("size", "method")
+        + tuple(f"time: {methods_lib.method_label(c)} / method" for c in changs)
+        + tuple(f"memory: {methods_lib.method_label(c)} / method" for c in changs),
+        speed_rows,
+    )
+    where = (
+        "each cell in a fresh process (`run MB` = peak resident set during the first call "
+        "minus the resident set before it)"
+        if config.isolate
+        else "all cells in this process (`process peak MB` is cumulative)"
+    )
+    intro = (
+        f"One {config.channels}-channel frame per call along a {config.rotation_deg:g}-degree "
+        f"rotation; whole warp jitted; median of up to {config.repeats} timed calls after the "
+        f"first; time budget {config.time_budget_s:g} s per cell; cells needing more than "
+        f"{config.max_temp_gb:g} GB of XLA temporaries are not run. Memory: {where}. "
+        f"XLA temp = `compiled.memory_analysis().temp_size_in_bytes`. Wall time {elapsed:.0f} s."
+    )
+    return "\n".join(
+        [
+            launch.header(
+                "Claim 3: cost per frame against Chang et al.",
+                launch.command_line("cost", workdir),
+                intro,
+            ),
+            "## Time and memory",
+            "",
+            tables.markdown_table(COLUMNS, [_cells(r) for r in rows]),
+            "",
+            "## Speed-up and memory saving over Chang et al. (same run; - = not measured)",
+            "",
+            speed_table,
+            "",
+            "## Figures",
+            "",
+            f"- `{figure.rsplit('/', 1)[-1]}`",
+        ]
+    )
+
+
 def run(config, workdir: str) -> list[dict]:
     """Runs the experiment of ``config`` (configs/cost.py) and writes into ``workdir``.
 
     Returns:
       The metric rows, one per method x resolution, as written to ``metrics.jsonl``.
     """
-    methods = pc.check_methods(config.methods)
+    methods = methods_lib.check_methods(config.methods)
     skip = {(str(m), int(s)) for m, s in config.skip}
     rows = []
     t_start = time.perf_counter()
-    with pc.Workdir(workdir, config) as wd:
+    with workdir_lib.Workdir(workdir, config, name="cost") as wd:
         for size in (int(s) for s in config.sizes):
             for m in methods:
                 row = dict(method=m, size=size, channels=int(config.channels))
@@ -249,73 +311,17 @@ def run(config, workdir: str) -> list[dict]:
                     "%-8s %4d^2: %s ms, XLA temp %s MB, run %s MB %s",
                     m,
                     size,
-                    pc.cell(row.get("ms"), 1),
-                    pc.cell(row.get("xla_temp_mb"), 1),
-                    pc.cell(row.get("run_mb"), 0),
+                    tables.cell(row.get("ms"), 1),
+                    tables.cell(row.get("xla_temp_mb"), 1),
+                    tables.cell(row.get("run_mb"), 0),
                     row.get("note", ""),
                 )
         figure = draw(rows, config, wd)
         elapsed = time.perf_counter() - t_start
 
-        by = {(r["method"], r["size"]): r for r in rows}
-        changs = [m for m in methods if m.startswith("chang")]
-        ours = [m for m in methods if not m.startswith("chang")]
-        speed_rows = []
-        for size in config.sizes:
-            for m in ours:
-                r = by[m, int(size)]
-                cells = [f"{size}^2", m]
-                for c in changs:
-                    cells.append(pc.cell(_ratio(by[c, int(size)].get("ms"), r.get("ms")), 1))
-                for c in changs:
-                    cells.append(
-                        pc.cell(
-                            _ratio(by[c, int(size)].get("xla_temp_mb"), r.get("xla_temp_mb")), 1
-                        )
-                    )
-                speed_rows.append(cells)
-        speed_table = common.markdown_table(
-            ("size", "method")
-            + tuple(f"time: {pc.method_label(c)} / method" for c in changs)
-            + tuple(f"memory: {pc.method_label(c)} / method" for c in changs),
-            speed_rows,
-        )
-        where = (
-            "each cell in a fresh process (`run MB` = peak resident set during the first call "
-            "minus the resident set before it)"
-            if config.isolate
-            else "all cells in this process (`process peak MB` is cumulative)"
-        )
-        intro = (
-            f"One {config.channels}-channel frame per call along a {config.rotation_deg:g}-degree "
-            f"rotation; whole warp jitted; median of up to {config.repeats} timed calls after the "
-            f"first; time budget {config.time_budget_s:g} s per cell; cells needing more than "
-            f"{config.max_temp_gb:g} GB of XLA temporaries are not run. Memory: {where}. "
-            f"XLA temp = `compiled.memory_analysis().temp_size_in_bytes`. Wall time {elapsed:.0f} s."
-        )
-        text = "\n".join(
-            [
-                pc.header(
-                    "Claim 3: cost per frame against Chang et al.",
-                    pc.command_line("cost", workdir),
-                    intro,
-                ),
-                "## Time and memory",
-                "",
-                common.markdown_table(COLUMNS, [_cells(r) for r in rows]),
-                "",
-                "## Speed-up and memory saving over Chang et al. (same run; - = not measured)",
-                "",
-                speed_table,
-                "",
-                "## Figures",
-                "",
-                f"- `{figure.rsplit('/', 1)[-1]}`",
-            ]
-        )
-        wd.write_summary(text)
+        wd.write_summary(summary_md(config, workdir, methods, rows, figure, elapsed))
     return rows
 
 
 if __name__ == "__main__":
-    pc.run_main("cost", run)
+    launch.run_main("cost", run)

@@ -37,8 +37,9 @@ import numpy as np
 from absl import logging
 
 import irwarp
-from experiments import common
-from experiments import paper_common as pc
+from experiments.lib import launch, media, tables
+from experiments.lib import methods as methods_lib
+from experiments.lib import workdir as workdir_lib
 from irwarp import flows as flows_lib
 from irwarp import stats
 
@@ -128,7 +129,7 @@ def _draw_grid(
     results, flows, methods, wd, *, key, vmin, vmax, cmap, title, stat, label, suptitle, name
 ):
     """One heat map per (method, flow) of ``results[flow, method][key]``, with one colour bar."""
-    fig = pc.new_figure(2.6 * len(flows) + 0.8, 2.5 * len(methods))
+    fig = media.new_figure(2.6 * len(flows) + 0.8, 2.5 * len(methods))
     axes = fig.subplots(len(methods), len(flows), squeeze=False)
     im = None
     for i, m in enumerate(methods):
@@ -140,13 +141,13 @@ def _draw_grid(
             ax.set_yticks([])
             ax.set_title(f"{f}: {title} {stat(values):.2f}", fontsize=8)
             if j == 0:
-                ax.set_ylabel(pc.method_label(m))
+                ax.set_ylabel(methods_lib.method_label(m))
     fig.colorbar(im, ax=axes, shrink=0.8, label=label)
     fig.suptitle(suptitle)
     return wd.save_figure(fig, name)
 
 
-def draw_maps(results, flows, methods, bound, wd: pc.Workdir) -> str:
+def draw_maps(results, flows, methods, bound, wd: workdir_lib.Workdir) -> str:
     return _draw_grid(
         results,
         flows,
@@ -164,8 +165,8 @@ def draw_maps(results, flows, methods, bound, wd: pc.Workdir) -> str:
     )
 
 
-def draw_noise(results, flows, methods, flow_arrays, wd: pc.Workdir) -> str:
-    fig = pc.new_figure(2.4 * len(flows), 2.4 * (len(methods) + 1))
+def draw_noise(results, flows, methods, flow_arrays, wd: workdir_lib.Workdir) -> str:
+    fig = media.new_figure(2.4 * len(flows), 2.4 * (len(methods) + 1))
     axes = fig.subplots(len(methods) + 1, len(flows), squeeze=False)
     for j, f in enumerate(flows):
         ax = axes[0][j]
@@ -173,7 +174,7 @@ def draw_noise(results, flows, methods, flow_arrays, wd: pc.Workdir) -> str:
         ax.set_title(f, fontsize=9)
         for i, m in enumerate(methods):
             axes[i + 1][j].imshow(results[f, m]["sample"], cmap="gray", vmin=-3, vmax=3)
-    for i, label in enumerate(["checkerboard"] + [pc.method_label(m) for m in methods]):
+    for i, label in enumerate(["checkerboard"] + [methods_lib.method_label(m) for m in methods]):
         axes[i][0].set_ylabel(label)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -182,7 +183,7 @@ def draw_noise(results, flows, methods, flow_arrays, wd: pc.Workdir) -> str:
     return wd.save_figure(fig, "noise.png")
 
 
-def draw_kept(results, flows, methods, wd: pc.Workdir) -> str:
+def draw_kept(results, flows, methods, wd: workdir_lib.Workdir) -> str:
     return _draw_grid(
         results,
         flows,
@@ -200,11 +201,11 @@ def draw_kept(results, flows, methods, wd: pc.Workdir) -> str:
     )
 
 
-def draw_failsafe(results, flows, methods, wd: pc.Workdir) -> str | None:
+def draw_failsafe(results, flows, methods, wd: workdir_lib.Workdir) -> str | None:
     with_rec = [m for m in methods if results[flows[0], m]["source_use"] is not None]
     if not with_rec:
         return None
-    fig = pc.new_figure(2.6 * len(flows) + 0.8, 2.5 * len(with_rec))
+    fig = media.new_figure(2.6 * len(flows) + 0.8, 2.5 * len(with_rec))
     axes = fig.subplots(len(with_rec), len(flows), squeeze=False)
     im = None
     for i, m in enumerate(with_rec):
@@ -216,7 +217,7 @@ def draw_failsafe(results, flows, methods, wd: pc.Workdir) -> str | None:
             ax.set_yticks([])
             ax.set_title(f"{f}: fail-safe {r['row']['failsafe']} cells", fontsize=8)
             if j == 0:
-                ax.set_ylabel(pc.method_label(m))
+                ax.set_ylabel(methods_lib.method_label(m))
     fig.colorbar(im, ax=axes, shrink=0.8, label="area requested from the old cell (clipped at 3)")
     fig.suptitle("record.source_use: above 1 the fail-safe divides the cell's pieces by their sum")
     return wd.save_figure(fig, "failsafe.png")
@@ -228,21 +229,76 @@ def _cells(r: dict) -> list[str]:
 
     return [
         r["flow"],
-        pc.method_label(r["method"]),
+        methods_lib.method_label(r["method"]),
         opt(r["failsafe"]),
         opt(r["overflow"]),
         opt(r["fresh"]),
-        pc.cell(r["var"], 3),
-        pc.cell(max(abs(r["ac_x"]), abs(r["ac_y"])), 3),
-        pc.cell(r["ks_p"], 3),
+        tables.cell(r["var"], 3),
+        tables.cell(max(abs(r["ac_x"]), abs(r["ac_y"])), 3),
+        tables.cell(r["ks_p"], 3),
         "pass" if r["white"] else "FAIL (" + ", ".join(r["failed"]) + ")",
-        pc.cell(r["map_max"], 3),
+        tables.cell(r["map_max"], 3),
         str(r["map_beyond"]),
         str(r["varmap_beyond"]),
-        pc.cell(r["pair_max"], 3),
+        tables.cell(r["pair_max"], 3),
         opt(r["pair_beyond"]),
-        pc.cell(r["corr_input"], 3),
+        tables.cell(r["corr_input"], 3),
     ]
+
+
+def measure(config, fname: str, m: str, flow, fflow, x, k_warp, fi: int) -> tuple[dict, dict]:
+    """Warps the samples ``x`` along one flow with one method; returns its metric row and the
+    maps and samples the figures draw."""
+    h, w = (int(s) for s in config.size)
+    r_samples = int(config.samples)
+    num_se = float(config.num_se)
+    y = methods_lib.warp_fn(m)(jax.random.fold_in(k_warp, fi), x, flow, fflow)
+    rec = method_record(m, flow, fflow)
+    summ = stats.summary(y)
+    checks = stats.whiteness_checks(y, num_se)
+    failed = [c for c in ("mean", "var", "ks", "ac_x", "ac_y") if not checks[c]]
+    amap = np.asarray(stats.autocorr_map(y))
+    # Per-pixel correlation, over the samples, with the old noise resampled at
+    # psi(centre_d) (bilinear; fresh noise where that point leaves the frame).
+    x_at = np.asarray(methods_lib.warp_fn("bilinear")(k_warp, x, flow, fflow))[..., 0]
+    se_map = 1.0 / math.sqrt(2.0 * r_samples)
+    y_np = np.asarray(y)[..., 0]
+    var_map = y_np.var(0)
+    se_var = math.sqrt(2.0 / r_samples)
+    if h * w <= int(config.max_pairwise_pixels):
+        pair_max, pair_beyond, pair_bound = pairwise(y_np, num_se)
+    else:
+        pair_max = pair_beyond = pair_bound = None
+    row = dict(
+        flow=fname,
+        method=m,
+        failsafe=None if rec is None else int(rec.num_failsafe()),
+        overflow=None if rec is None else int(rec.num_overflow()),
+        fresh=None if rec is None else int(jnp.sum(rec.dst_area() == 0)),
+        **summ,
+        white=bool(checks["all"]),
+        failed=failed,
+        map_max=float(np.nanmax(np.abs(amap))),
+        map_mean_abs=float(np.nanmean(np.abs(amap))),
+        map_beyond=int(np.sum(np.abs(amap) > num_se * se_map)),
+        map_se=se_map,
+        varmap_beyond=int(np.sum(np.abs(var_map - 1.0) > num_se * se_var)),
+        varmap_max_dev=float(np.max(np.abs(var_map - 1.0))),
+        pair_max=pair_max,
+        pair_beyond=pair_beyond,
+        pair_bound=pair_bound,
+        corr_input=float(stats.temporal_correlation(x, y, flow)),
+        samples=r_samples,
+        finite=bool(np.all(np.isfinite(y_np))),
+    )
+    result = dict(
+        row=row,
+        map=amap,
+        sample=y_np[0],
+        kept=pixel_corr(y_np, x_at),
+        source_use=None if rec is None else np.asarray(rec.source_use),
+    )
+    return row, result
 
 
 def run(config, workdir: str) -> list[dict]:
@@ -252,7 +308,7 @@ def run(config, workdir: str) -> list[dict]:
       The metric rows, one per flow x method, as written to ``metrics.jsonl``.
     """
     h, w = (int(s) for s in config.size)
-    methods = pc.check_methods(config.methods)
+    methods = methods_lib.check_methods(config.methods)
     all_flows = degenerate_flows(h, w, float(config.vortex_strength), float(config.vortex_radius))
     names = tuple(config.flows)
     unknown = [f for f in names if f not in all_flows]
@@ -266,59 +322,14 @@ def run(config, workdir: str) -> list[dict]:
     x = jax.random.normal(k_noise, (r_samples, h, w, 1), jnp.float32)
     results, rows = {}, []
     t_start = time.perf_counter()
-    with pc.Workdir(workdir, config) as wd:
+    with workdir_lib.Workdir(workdir, config, name="degenerate") as wd:
         for fi, fname in enumerate(names):
             flow = all_flows[fname]
             fflow = flows_lib.forward_from_backward(flow)
             for m in methods:
-                y = pc.warp_fn(m)(jax.random.fold_in(k_warp, fi), x, flow, fflow)
-                rec = method_record(m, flow, fflow)
-                summ = stats.summary(y)
-                checks = stats.whiteness_checks(y, num_se)
-                failed = [c for c in ("mean", "var", "ks", "ac_x", "ac_y") if not checks[c]]
-                amap = np.asarray(stats.autocorr_map(y))
-                # Per-pixel correlation, over the samples, with the old noise resampled at
-                # psi(centre_d) (bilinear; fresh noise where that point leaves the frame).
-                x_at = np.asarray(pc.warp_fn("bilinear")(k_warp, x, flow, fflow))[..., 0]
-                se_map = 1.0 / math.sqrt(2.0 * r_samples)
-                y_np = np.asarray(y)[..., 0]
-                var_map = y_np.var(0)
-                se_var = math.sqrt(2.0 / r_samples)
-                if h * w <= int(config.max_pairwise_pixels):
-                    pair_max, pair_beyond, pair_bound = pairwise(y_np, num_se)
-                else:
-                    pair_max = pair_beyond = pair_bound = None
-                row = dict(
-                    flow=fname,
-                    method=m,
-                    failsafe=None if rec is None else int(rec.num_failsafe()),
-                    overflow=None if rec is None else int(rec.num_overflow()),
-                    fresh=None if rec is None else int(jnp.sum(rec.dst_area() == 0)),
-                    **summ,
-                    white=bool(checks["all"]),
-                    failed=failed,
-                    map_max=float(np.nanmax(np.abs(amap))),
-                    map_mean_abs=float(np.nanmean(np.abs(amap))),
-                    map_beyond=int(np.sum(np.abs(amap) > num_se * se_map)),
-                    map_se=se_map,
-                    varmap_beyond=int(np.sum(np.abs(var_map - 1.0) > num_se * se_var)),
-                    varmap_max_dev=float(np.max(np.abs(var_map - 1.0))),
-                    pair_max=pair_max,
-                    pair_beyond=pair_beyond,
-                    pair_bound=pair_bound,
-                    corr_input=float(stats.temporal_correlation(x, y, flow)),
-                    samples=r_samples,
-                    finite=bool(np.all(np.isfinite(y_np))),
-                )
+                row, results[fname, m] = measure(config, fname, m, flow, fflow, x, k_warp, fi)
                 wd.metric(row)
                 rows.append(row)
-                results[fname, m] = dict(
-                    row=row,
-                    map=amap,
-                    sample=y_np[0],
-                    kept=pixel_corr(y_np, x_at),
-                    source_use=None if rec is None else np.asarray(rec.source_use),
-                )
                 logging.info(
                     "%-14s %-9s fail-safe %s overflow %s fresh %s | white %s | map>5SE %d | "
                     "pairs>bound %s | corr %.3f",
@@ -362,14 +373,14 @@ def run(config, workdir: str) -> list[dict]:
         )
         text = "\n".join(
             [
-                pc.header(
+                launch.header(
                     "Claim 4: grid against particle on degenerate flows",
-                    pc.command_line("degenerate", workdir),
+                    launch.command_line("degenerate", workdir),
                     intro,
                 ),
                 "## Fail-safe, deviation from white noise, and what is kept of the old noise",
                 "",
-                common.markdown_table(COLUMNS, [_cells(r) for r in rows]),
+                tables.markdown_table(COLUMNS, [_cells(r) for r in rows]),
                 "",
                 "## Figures",
                 "",
@@ -381,4 +392,4 @@ def run(config, workdir: str) -> list[dict]:
 
 
 if __name__ == "__main__":
-    pc.run_main("degenerate", run)
+    launch.run_main("degenerate", run)

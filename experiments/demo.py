@@ -36,13 +36,11 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
 import irwarp
-from experiments import common
-
-FLAGS = flags.FLAGS
+from experiments.lib import launch, measure, media, tables
+from experiments.lib import workdir as workdir_lib
 
 STATS = ("mean", "var", "ks", "ks_p", "ac_x", "ac_y", "max_cross")
 CHECKS = ("mean", "var", "ac_x", "ac_y", "max_cross", "ks")
@@ -196,12 +194,12 @@ def _table_cells(s: dict) -> list:
     failed = ", ".join(f"{c} ({n})" for c, n in s["failed"].items()) or "-"
     return [
         s["method"],
-        *(common.fmt(s[k], 3) for k in STATS),
-        common.fmt(s["white"]),
+        *(tables.fmt(s[k], 3) for k in STATS),
+        tables.fmt(s["white"]),
         failed,
-        common.fmt(s["temporal_corr"], 3),
-        common.fmt(s["ms_per_frame"], 2),
-        common.fmt(s["compile_s"], 1),
+        tables.fmt(s["temporal_corr"], 3),
+        tables.fmt(s["ms_per_frame"], 2),
+        tables.fmt(s["compile_s"], 1),
     ]
 
 
@@ -268,19 +266,19 @@ def draw_strip(config, flow, noise: dict, summaries: dict, path: str) -> str:
     """
     from matplotlib.figure import Figure  # optional dependency (the `plots` extra)
 
-    pc = config.plot
-    frames = tuple(int(t) for t in pc.frames)
+    plot = config.plot
+    frames = tuple(int(t) for t in plot.frames)
     methods = list(noise)
     h, w = int(config.height), int(config.width)
     nrows, ncols = 1 + len(methods), len(frames)
-    dpi = float(pc.dpi)
-    cell_w = int(pc.cell_pixels)
+    dpi = float(plot.dpi)
+    cell_w = int(plot.cell_pixels)
     cell_h = max(1, round(cell_w * h / w))
     gap, label_w, line_h = 6, 170, 14  # pixels; line_h fits one 9-point line at 100 dpi
     fig_w = label_w + ncols * cell_w + (ncols - 1) * gap + gap
     title = (
         f"irwarp demo: {h}x{w}x{config.channels} noise, {config.num_frames} frames; "
-        f"channel {pc.channel} shown as gray, clipped to [-{pc.clip:g}, {pc.clip:g}]. "
+        f"channel {plot.channel} shown as gray, clipped to [-{plot.clip:g}, {plot.clip:g}]. "
         f"Flow per frame: {describe_flow(config)}"
     )
     title = textwrap.fill(title, max(30, int(fig_w / 7.5)))  # under 7.5 px per character at 9 pt
@@ -300,7 +298,7 @@ def draw_strip(config, flow, noise: dict, summaries: dict, path: str) -> str:
     def row_label(ax, text: str) -> None:
         ax.set_ylabel(text, rotation=0, ha="right", va="center", fontsize=9, labelpad=6)
 
-    patterns = carry_pattern(pattern_image(h, w, pc.checker), flow, frames)
+    patterns = carry_pattern(pattern_image(h, w, plot.checker), flow, frames)
     first = None
     for col, (t, img) in enumerate(zip(frames, patterns, strict=True)):
         ax = cell_axes(0, col)
@@ -308,7 +306,7 @@ def draw_strip(config, flow, noise: dict, summaries: dict, path: str) -> str:
         ax.set_title(f"t = {t}", fontsize=9, pad=3)
         first = ax if col == 0 else first
     # Arrows of the content motion in one frame step (minus the backward flow), magnified.
-    n = max(int(pc.arrows), 1)
+    n = max(int(plot.arrows), 1)
     ii = ((np.arange(n) + 0.5) * h / n).astype(int)
     jj = ((np.arange(n) + 0.5) * w / n).astype(int)
     f = np.asarray(flow)[np.ix_(ii, jj)]
@@ -329,7 +327,7 @@ def draw_strip(config, flow, noise: dict, summaries: dict, path: str) -> str:
     else:
         row_label(first, "flow: identity")
 
-    clip = float(pc.clip)
+    clip = float(plot.clip)
     for row, method in enumerate(methods, start=1):
         for col in range(ncols):
             ax = cell_axes(row, col)
@@ -348,7 +346,7 @@ def draw_strip(config, flow, noise: dict, summaries: dict, path: str) -> str:
                     f"{method}\nvar {s['var']:.2f}\ntemporal corr {s['temporal_corr']:.2f}\n"
                     f"white: {'yes' if s['white'] else 'no'}",
                 )
-    return common.save_figure(fig, path, dpi=int(dpi))
+    return media.save_figure(fig, path, dpi=int(dpi))
 
 
 # ----------------------------------------------------------------------------- run
@@ -368,72 +366,12 @@ def _check_config(config) -> None:
         make_sequence_fn(method, method_options(config, method))  # validates names and options
 
 
-def run(config, workdir: str, command: str | None = None) -> dict:
-    """Runs the demo of ``config`` and writes its outputs into ``workdir``.
-
-    Args:
-      config: a ConfigDict from ``configs/demo.py``.
-      workdir: output directory (created if missing).
-      command: the command line recorded in ``summary.md`` (default: a reconstruction).
-
-    Returns:
-      Dict with ``summary`` (method -> the summary row as a dict), ``outputs`` (name -> path)
-      and ``seconds`` (wall time of the whole run).
-    """
-    start = time.perf_counter()
-    _check_config(config)
-    os.makedirs(workdir, exist_ok=True)
-    common.write_config(workdir, config)
-    if command is None:
-        command = f"python -m experiments.demo --config=configs/demo.py --workdir={workdir}"
-
+def summary_md(
+    config, command: str, summaries: dict, notes: dict, seconds: float
+) -> tuple[str, str]:
+    """The summary.md text and its table (one row per method)."""
     h, w, c, nt = (int(config[k]) for k in ("height", "width", "channels", "num_frames"))
-    flow = build_flow(config)
-    fflow = irwarp.flows.forward_from_backward(flow, iterations=int(config.flow.splat_iterations))
-    bflows = jnp.broadcast_to(flow, (nt - 1, h, w, 2))
-    fflows = jnp.broadcast_to(fflow, (nt - 1, h, w, 2))
-    k_noise, k_warp = jax.random.split(jax.random.key(int(config.seed)))
-    noise0 = jax.random.normal(k_noise, (h, w, c), jnp.float32)
-    logging.info("flow: %s; noise %dx%dx%d, %d frames", describe_flow(config), h, w, c, nt)
-
-    frames_shown = tuple(int(t) for t in config.plot.frames)
-    summaries, shown, notes = {}, {}, {}
-    with common.JsonlWriter(os.path.join(workdir, "metrics.jsonl")) as metrics:
-        for i, method in enumerate(config.methods, start=1):
-            opts = method_options(config, method)
-            fn = make_sequence_fn(method, opts)
-            args = (k_warp, noise0, bflows, fflows)
-            compiled, compile_s = common.compile_timed(fn, *args)
-            frames = common.block(compiled(*args))
-            seconds = common.median_seconds(
-                compiled, *args, warmup=config.timing.warmup, repeats=config.timing.repeats
-            )
-            ms_per_frame = 1e3 * seconds / (nt - 1)
-            rows = frame_metrics(frames, flow, config)
-            for row in rows:
-                metrics.write({"method": method, **row})
-            summaries[method] = summarise(method, rows, ms_per_frame, compile_s)
-            notes[method] = record_note(method, opts, flow)
-            shown[method] = np.asarray(frames[jnp.asarray(frames_shown), ..., config.plot.channel])
-            s = summaries[method]
-            logging.info(
-                "[%d/%d] %-8s compile %.1f s, %.2f ms/frame; var %.3f, ks_p %.3f, "
-                "temporal corr %.3f, white in all frames: %s %s",
-                i,
-                len(config.methods),
-                method,
-                compile_s,
-                ms_per_frame,
-                s["var"],
-                s["ks_p"],
-                s["temporal_corr"],
-                s["white"],
-                notes[method],
-            )
-
-    strip = draw_strip(config, flow, shown, summaries, os.path.join(workdir, "strip.png"))
-    seconds = time.perf_counter() - start
-    table = common.markdown_table(COLUMNS, [_table_cells(s) for s in summaries.values()])
+    table = tables.markdown_table(COLUMNS, [_table_cells(s) for s in summaries.values()])
     record_notes = [f"- {m}: {n}" for m, n in notes.items() if n]
     md = "\n".join(
         [
@@ -463,6 +401,74 @@ def run(config, workdir: str, command: str | None = None) -> dict:
             "",
         ]
     )
+    return md, table
+
+
+def run(config, workdir: str, command: str | None = None) -> dict:
+    """Runs the demo of ``config`` and writes its outputs into ``workdir``.
+
+    Args:
+      config: a ConfigDict from ``configs/demo.py``.
+      workdir: output directory (created if missing).
+      command: the command line recorded in ``summary.md`` (default: a reconstruction).
+
+    Returns:
+      Dict with ``summary`` (method -> the summary row as a dict), ``outputs`` (name -> path)
+      and ``seconds`` (wall time of the whole run).
+    """
+    start = time.perf_counter()
+    _check_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    workdir_lib.write_config(workdir, config)
+    if command is None:
+        command = launch.command_line("demo", workdir)
+    h, w, c, nt = (int(config[k]) for k in ("height", "width", "channels", "num_frames"))
+    flow = build_flow(config)
+    fflow = irwarp.flows.forward_from_backward(flow, iterations=int(config.flow.splat_iterations))
+    bflows = jnp.broadcast_to(flow, (nt - 1, h, w, 2))
+    fflows = jnp.broadcast_to(fflow, (nt - 1, h, w, 2))
+    k_noise, k_warp = jax.random.split(jax.random.key(int(config.seed)))
+    noise0 = jax.random.normal(k_noise, (h, w, c), jnp.float32)
+    logging.info("flow: %s; noise %dx%dx%d, %d frames", describe_flow(config), h, w, c, nt)
+
+    frames_shown = tuple(int(t) for t in config.plot.frames)
+    summaries, shown, notes = {}, {}, {}
+    with workdir_lib.JsonlWriter(os.path.join(workdir, "metrics.jsonl")) as metrics:
+        for i, method in enumerate(config.methods, start=1):
+            opts = method_options(config, method)
+            fn = make_sequence_fn(method, opts)
+            args = (k_warp, noise0, bflows, fflows)
+            compiled, compile_s = measure.compile_timed(fn, *args)
+            frames = measure.block(compiled(*args))
+            seconds = measure.median_seconds(
+                compiled, *args, warmup=config.timing.warmup, repeats=config.timing.repeats
+            )
+            ms_per_frame = 1e3 * seconds / (nt - 1)
+            rows = frame_metrics(frames, flow, config)
+            for row in rows:
+                metrics.write({"method": method, **row})
+            summaries[method] = summarise(method, rows, ms_per_frame, compile_s)
+            notes[method] = record_note(method, opts, flow)
+            shown[method] = np.asarray(frames[jnp.asarray(frames_shown), ..., config.plot.channel])
+            s = summaries[method]
+            logging.info(
+                "[%d/%d] %-8s compile %.1f s, %.2f ms/frame; var %.3f, ks_p %.3f, "
+                "temporal corr %.3f, white in all frames: %s %s",
+                i,
+                len(config.methods),
+                method,
+                compile_s,
+                ms_per_frame,
+                s["var"],
+                s["ks_p"],
+                s["temporal_corr"],
+                s["white"],
+                notes[method],
+            )
+
+    strip = draw_strip(config, flow, shown, summaries, os.path.join(workdir, "strip.png"))
+    seconds = time.perf_counter() - start
+    md, table = summary_md(config, command, summaries, notes, seconds)
     summary_path = os.path.join(workdir, "summary.md")
     with open(summary_path, "w") as f:
         f.write(md)
@@ -481,23 +487,5 @@ def run(config, workdir: str, command: str | None = None) -> dict:
     }
 
 
-def define_flags() -> None:
-    """Defines ``--config`` and ``--workdir``; called only when run as a program, so importing this
-    module (the smoke test) registers no global absl flags."""
-    config_flags.DEFINE_config_file("config", None, "Path to the demo config file.")
-    flags.DEFINE_string(
-        "workdir", None, "Directory for config.json, metrics.jsonl, summary.md, strip.png."
-    )
-    flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"too many command-line arguments: {argv[1:]}")
-    command = " ".join(["python -m experiments.demo"] + sys.argv[1:])
-    run(FLAGS.config, FLAGS.workdir, command=command)
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    launch.run_main("demo", run)

@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from experiments import common
-from experiments import paper_common as pc
+from experiments.lib import launch, media, tables
+from experiments.lib import methods as methods_lib
+from experiments.lib import workdir as workdir_lib
 from irwarp import flows as flows_lib
 from irwarp import stats
 
@@ -133,16 +134,16 @@ def _flows(config, h: int, w: int) -> tuple[list[tuple[str, jax.Array, jax.Array
 
 def _row_cells(r: dict) -> list[str]:
     return [
-        pc.method_label(r["method"]),
+        methods_lib.method_label(r["method"]),
         r["flow"],
-        pc.cell(r["mean"], 4),
-        pc.cell(r["var"], 3),
-        pc.cell(r["ks"], 4),
-        pc.cell(r["ks_p"], 3),
-        pc.cell(r["ac_x"], 3),
-        pc.cell(r["ac_y"], 3),
-        pc.cell(r["max_cross"], 3),
-        pc.cell(r["dup"], 3),
+        tables.cell(r["mean"], 4),
+        tables.cell(r["var"], 3),
+        tables.cell(r["ks"], 4),
+        tables.cell(r["ks_p"], 3),
+        tables.cell(r["ac_x"], 3),
+        tables.cell(r["ac_y"], 3),
+        tables.cell(r["max_cross"], 3),
+        tables.cell(r["dup"], 3),
         "pass" if r["white"] else "FAIL",
         ", ".join(r["failed"]) or "-",
     ]
@@ -152,10 +153,10 @@ def _matrix_cell(r: dict) -> str:
     return "pass" if r["white"] else "FAIL (" + ", ".join(r["failed"]) + ")"
 
 
-def draw_whiteness(rows: list[dict], methods, flow_names, wd: pc.Workdir) -> str:
+def draw_whiteness(rows: list[dict], methods, flow_names, wd: workdir_lib.Workdir) -> str:
     by = {(r["method"], r["flow"]): r for r in rows}
     ok = np.array([[by[m, f]["white"] for f in flow_names] for m in methods], float)
-    fig = pc.new_figure(1.0 + 0.75 * len(flow_names), 1.0 + 0.45 * len(methods))
+    fig = media.new_figure(1.0 + 0.75 * len(flow_names), 1.0 + 0.45 * len(methods))
     ax = fig.add_subplot()
     from matplotlib.colors import ListedColormap
 
@@ -164,15 +165,15 @@ def draw_whiteness(rows: list[dict], methods, flow_names, wd: pc.Workdir) -> str
         for j, f in enumerate(flow_names):
             ax.text(j, i, f"{by[m, f]['var']:.2f}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(flow_names)), flow_names, rotation=45, ha="right")
-    ax.set_yticks(range(len(methods)), [pc.method_label(m) for m in methods])
+    ax.set_yticks(range(len(methods)), [methods_lib.method_label(m) for m in methods])
     ax.set_title("whiteness checks: green = pass, red = fail; numbers = variance")
     return wd.save_figure(fig, "whiteness.png")
 
 
-def draw_histograms(flow: str, hists: dict, rows: dict, methods, wd: pc.Workdir) -> str:
+def draw_histograms(flow: str, hists: dict, rows: dict, methods, wd: workdir_lib.Workdir) -> str:
     ncol = min(4, len(methods))
     nrow = math.ceil(len(methods) / ncol)
-    fig = pc.new_figure(3.2 * ncol, 2.6 * nrow)
+    fig = media.new_figure(3.2 * ncol, 2.6 * nrow)
     axes = fig.subplots(nrow, ncol, squeeze=False)
     grid = np.linspace(-5, 5, 401)
     pdf = np.exp(-0.5 * grid**2) / math.sqrt(2 * math.pi)
@@ -187,7 +188,8 @@ def draw_histograms(flow: str, hists: dict, rows: dict, methods, wd: pc.Workdir)
         r = rows[m]
         verdict = "white" if r["white"] else "not white"
         ax.set_title(
-            f"{pc.method_label(m)}: var {r['var']:.2f}, KS {r['ks']:.3f}\n({verdict})", fontsize=9
+            f"{methods_lib.method_label(m)}: var {r['var']:.2f}, KS {r['ks']:.3f}\n({verdict})",
+            fontsize=9,
         )
         if k == 0:
             ax.legend(fontsize=7, loc="lower center")
@@ -197,13 +199,13 @@ def draw_histograms(flow: str, hists: dict, rows: dict, methods, wd: pc.Workdir)
     return wd.save_figure(fig, f"hist_{flow}.png")
 
 
-def draw_spectra(spectra: dict, methods, figure_flows, wd: pc.Workdir) -> str:
-    fig = pc.new_figure(4.2 * len(figure_flows), 3.4)
+def draw_spectra(spectra: dict, methods, figure_flows, wd: workdir_lib.Workdir) -> str:
+    fig = media.new_figure(4.2 * len(figure_flows), 3.4)
     axes = fig.subplots(1, len(figure_flows), squeeze=False)[0]
     for ax, flow in zip(axes, figure_flows, strict=True):
         for k, m in enumerate(methods):
             freqs, power = spectra[flow][m]
-            ax.plot(freqs, power, color=f"C{k}", lw=1.2, label=pc.method_label(m))
+            ax.plot(freqs, power, color=f"C{k}", lw=1.2, label=methods_lib.method_label(m))
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         top = max(float(np.nanmax(spectra[flow][m][1])) for m in methods)
         ax.set_ylim(0.0, max(1.5, 1.05 * top))
@@ -220,10 +222,59 @@ def _check_config(config) -> tuple[int, int]:
     h, w = (int(s) for s in config.size)
     if min(h, w) < 4:
         raise ValueError(f"size must be at least 4 x 4; got {tuple(config.size)}")
-    pc.check_methods(config.methods)
+    methods_lib.check_methods(config.methods)
     if int(config.steps) < 1 or int(config.batch) < 1 or int(config.channels) < 1:
         raise ValueError("steps, batch and channels must be >= 1")
     return h, w
+
+
+def summary_md(config, workdir, rows, flow_names, figures, video_note, elapsed) -> str:
+    """The summary.md text: the pass/fail matrix and all statistics."""
+    methods = tuple(config.methods)
+    h, w = _check_config(config)
+    shape = (int(config.batch), h, w, int(config.channels))
+    by = {(r["method"], r["flow"]): r for r in rows}
+    matrix = tables.markdown_table(
+        ("method", *flow_names),
+        [
+            [methods_lib.method_label(m), *(_matrix_cell(by[m, f]) for f in flow_names)]
+            for m in methods
+        ],
+    )
+    table = tables.markdown_table(COLUMNS, [_row_cells(r) for r in rows])
+    intro = (
+        f"{shape[0]} noise images of {h}x{w}x{shape[3]} (n = {rows[0]['n']} values per cell), "
+        f"warped {config.steps} time(s) along each flow. `white` = all of "
+        f"`irwarp.stats.whiteness_checks` pass at {config.num_se} standard errors (KS p > "
+        f"{config.ks_alpha}). Degenerate zoo flows: {', '.join(sorted(flows_lib.DEGENERATE))}. "
+        f"`dup` = fraction of pixels whose value also occurs elsewhere in the same image "
+        "(float32 draws of `jax.random.normal` collide by chance too: see the `fresh` rows). "
+        f"Splat uses `irwarp.flows.forward_from_backward` of the zoo flow. "
+        f"Wall time {elapsed:.0f} s."
+    )
+    text = "\n".join(
+        [
+            launch.header(
+                "Claim 1: Gaussianity of warped noise",
+                launch.command_line("gaussianity", workdir),
+                intro,
+            ),
+            video_note,
+            "",
+            "## Pass/fail of the whiteness checks (failed checks in brackets)",
+            "",
+            matrix,
+            "",
+            "## All statistics",
+            "",
+            table,
+            "",
+            "## Figures",
+            "",
+            *(f"- `{f.rsplit('/', 1)[-1]}`" for f in figures),
+        ]
+    )
+    return text
 
 
 def run(config, workdir: str) -> list[dict]:
@@ -246,10 +297,10 @@ def run(config, workdir: str) -> list[dict]:
     spectra: dict = {f: {} for f in figure_flows}
     rows_by_flow: dict = {f: {} for f in figure_flows}
     t_start = time.perf_counter()
-    with pc.Workdir(workdir, config) as wd:
+    with workdir_lib.Workdir(workdir, config, name="gaussianity") as wd:
         for fi, (fname, bflow, fflow) in enumerate(flow_list):
             for m in methods:
-                fn = pc.warp_fn(m)
+                fn = methods_lib.warp_fn(m)
                 y = x
                 for s in range(int(config.steps)):
                     k = jax.random.fold_in(jax.random.fold_in(k_warp, fi), s)
@@ -299,47 +350,10 @@ def run(config, workdir: str) -> list[dict]:
             figures.append(draw_spectra(spectra, methods, figure_flows, wd))
         elapsed = time.perf_counter() - t_start
 
-        by = {(r["method"], r["flow"]): r for r in rows}
-        matrix = common.markdown_table(
-            ("method", *flow_names),
-            [[pc.method_label(m), *(_matrix_cell(by[m, f]) for f in flow_names)] for m in methods],
-        )
-        table = common.markdown_table(COLUMNS, [_row_cells(r) for r in rows])
-        intro = (
-            f"{shape[0]} noise images of {h}x{w}x{shape[3]} (n = {rows[0]['n']} values per cell), "
-            f"warped {config.steps} time(s) along each flow. `white` = all of "
-            f"`irwarp.stats.whiteness_checks` pass at {config.num_se} standard errors (KS p > "
-            f"{config.ks_alpha}). Degenerate zoo flows: {', '.join(sorted(flows_lib.DEGENERATE))}. "
-            f"`dup` = fraction of pixels whose value also occurs elsewhere in the same image "
-            "(float32 draws of `jax.random.normal` collide by chance too: see the `fresh` rows). "
-            f"Splat uses `irwarp.flows.forward_from_backward` of the zoo flow. "
-            f"Wall time {elapsed:.0f} s."
-        )
-        text = "\n".join(
-            [
-                pc.header(
-                    "Claim 1: Gaussianity of warped noise",
-                    pc.command_line("gaussianity", workdir),
-                    intro,
-                ),
-                video_note,
-                "",
-                "## Pass/fail of the whiteness checks (failed checks in brackets)",
-                "",
-                matrix,
-                "",
-                "## All statistics",
-                "",
-                table,
-                "",
-                "## Figures",
-                "",
-                *(f"- `{f.rsplit('/', 1)[-1]}`" for f in figures),
-            ]
-        )
+        text = summary_md(config, workdir, rows, flow_names, figures, video_note, elapsed)
         wd.write_summary(text)
     return rows
 
 
 if __name__ == "__main__":
-    pc.run_main("gaussianity", run)
+    launch.run_main("gaussianity", run)

@@ -44,8 +44,10 @@ import numpy as np
 from absl import logging
 
 import irwarp
-from experiments import common, warp3d
-from experiments import paper_common as pc
+from experiments import warp3d
+from experiments.lib import launch, measure, media, tables
+from experiments.lib import methods as methods_lib
+from experiments.lib import workdir as workdir_lib
 from irwarp import flows as flows_lib
 from irwarp import resample, stats
 
@@ -86,7 +88,7 @@ def _border_mask(h: int, w: int, margin: int) -> jax.Array:
     return jnp.asarray(m)
 
 
-def run_temporal(cfg, key, wd: pc.Workdir) -> list[dict]:
+def run_temporal(cfg, key, wd: workdir_lib.Workdir) -> list[dict]:
     h, w = (int(s) for s in cfg.size)
     t_frames = int(cfg.frames)
     factors = tuple(int(k) for k in cfg.factors)
@@ -98,7 +100,7 @@ def run_temporal(cfg, key, wd: pc.Workdir) -> list[dict]:
     k_noise, k_warp = jax.random.split(key)
     shape = (int(cfg.batch), h, w, int(cfg.channels))
     x0 = jax.random.normal(k_noise, shape, jnp.float32)
-    seq = pc.sequence_fn(str(cfg.method))
+    seq = methods_lib.sequence_fn(str(cfg.method))
     mask = _border_mask(h, w, int(cfg.margin))
     rows = []
     for mi, mo in enumerate(temporal_motions(cfg, h, w)):
@@ -205,7 +207,7 @@ def fine_conditional_mean(x: jax.Array, flow: jax.Array, method: str, k: int) ->
     return resample.downsample(conditional_mean(up, resample.upsample_flow(flow, k), method), k)
 
 
-def run_resolution(cfg, key, wd: pc.Workdir) -> list[dict]:
+def run_resolution(cfg, key, wd: workdir_lib.Workdir) -> list[dict]:
     h, w = (int(s) for s in cfg.size)
     shape = (int(cfg.batch), h, w, int(cfg.channels))
     k_noise, k_up, k_warp = jax.random.split(key, 3)
@@ -240,7 +242,7 @@ def run_resolution(cfg, key, wd: pc.Workdir) -> list[dict]:
                     args = (k_up, x, flow)
                 y = fn(*args)
                 white = stats.summary(y)
-                seconds = common.median_seconds(fn, *args, repeats=int(cfg.repeats))
+                seconds = measure.median_seconds(fn, *args, repeats=int(cfg.repeats))
                 pc_, rc = p.ravel().astype(np.float64), ref.ravel().astype(np.float64)
                 row = dict(
                     part="resolution",
@@ -274,10 +276,10 @@ def run_resolution(cfg, key, wd: pc.Workdir) -> list[dict]:
 # Report.
 
 
-def draw_temporal(rows: list[dict], wd: pc.Workdir) -> str:
+def draw_temporal(rows: list[dict], wd: workdir_lib.Workdir) -> str:
     motions = list(dict.fromkeys(r["motion"] for r in rows))
     ks = sorted({r["k"] for r in rows})
-    fig = pc.new_figure(11.0, 3.6)
+    fig = media.new_figure(11.0, 3.6)
     axes = fig.subplots(1, 2, squeeze=False)[0]
     xs = np.arange(len(motions))
     width = 0.8 / (len(ks) * len(resample.TEMPORAL_MODES))
@@ -300,8 +302,8 @@ def draw_temporal(rows: list[dict], wd: pc.Workdir) -> str:
     return wd.save_figure(fig, "temporal.png")
 
 
-def draw_resolution(rows: list[dict], wd: pc.Workdir) -> str:
-    fig = pc.new_figure(11.0, 3.6)
+def draw_resolution(rows: list[dict], wd: workdir_lib.Workdir) -> str:
+    fig = media.new_figure(11.0, 3.6)
     axes = fig.subplots(1, 2, squeeze=False)[0]
     i = 0
     for name in dict.fromkeys(r["flow"] for r in rows):
@@ -331,15 +333,15 @@ def temporal_tables(rows: list[dict]) -> list[str]:
         for motion in dict.fromkeys(r["motion"] for r in rows):
             sel = {r["mode"]: r for r in rows if r["k"] == k and r["motion"] == motion}
             first = next(iter(sel.values()))
-            cells = [motion, pc.cell(first["video_lag1"])]
+            cells = [motion, tables.cell(first["video_lag1"])]
             for mode in resample.TEMPORAL_MODES:
                 r = sel[mode]
-                cells += [pc.cell(r["var"]), pc.cell(r["ac"]), pc.cell(r["lag1"])]
+                cells += [tables.cell(r["var"]), tables.cell(r["ac"]), tables.cell(r["lag1"])]
             body.append(cells)
         cols = ["motion", "video lag1"]
         for mode in resample.TEMPORAL_MODES:
             cols += [f"{mode} var", f"{mode} ac", f"{mode} lag1"]
-        out += [f"### k = {k}", "", common.markdown_table(cols, body), ""]
+        out += [f"### k = {k}", "", tables.markdown_table(cols, body), ""]
     return out
 
 
@@ -352,14 +354,14 @@ def resolution_table(rows: list[dict]) -> str:
                 r["flow"],
                 r["method"],
                 "direct" if r["k"] == 1 else f"k={r['k']}",
-                pc.cell(r["corr_ref"], 4),
-                pc.cell(r["rel_err"], 4),
-                pc.cell(r["rho"]),
-                pc.cell(r["rho_ref"]),
-                pc.cell(r["var"]),
-                pc.cell(r["ac"]),
-                pc.cell(r["ms"], 1),
-                pc.cell(r["ms"] / direct[r["flow"], r["method"]], 1),
+                tables.cell(r["corr_ref"], 4),
+                tables.cell(r["rel_err"], 4),
+                tables.cell(r["rho"]),
+                tables.cell(r["rho_ref"]),
+                tables.cell(r["var"]),
+                tables.cell(r["ac"]),
+                tables.cell(r["ms"], 1),
+                tables.cell(r["ms"] / direct[r["flow"], r["method"]], 1),
             ]
         )
     cols = (
@@ -375,7 +377,7 @@ def resolution_table(rows: list[dict]) -> str:
         "ms",
         "time ratio",
     )
-    return common.markdown_table(cols, body)
+    return tables.markdown_table(cols, body)
 
 
 def run(config, workdir: str) -> dict:
@@ -383,7 +385,7 @@ def run(config, workdir: str) -> dict:
     key = jax.random.key(int(config.seed))
     k_t, k_r = jax.random.split(key)
     t_start = time.perf_counter()
-    with pc.Workdir(workdir, config) as wd:
+    with workdir_lib.Workdir(workdir, config, name="latent_noise") as wd:
         trows = run_temporal(config.temporal, k_t, wd)
         rrows = run_resolution(config.resolution, k_r, wd)
         figures = [draw_temporal(trows, wd), draw_resolution(rrows, wd)]
@@ -391,9 +393,9 @@ def run(config, workdir: str) -> dict:
         tc, rc = config.temporal, config.resolution
         text = "\n".join(
             [
-                pc.header(
+                launch.header(
                     "Noise for latent models: temporal compression and resolution consistency",
-                    pc.command_line("latent_noise", workdir),
+                    launch.command_line("latent_noise", workdir),
                     f"Wall time {elapsed:.0f} s.",
                 ),
                 "## Temporal compression",
@@ -430,4 +432,4 @@ def run(config, workdir: str) -> dict:
 
 
 if __name__ == "__main__":
-    pc.run_main("latent_noise", run)
+    launch.run_main("latent_noise", run)

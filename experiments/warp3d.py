@@ -12,7 +12,7 @@ centre by ``volume.degrees`` per frame. It is warped frame after frame with 3D p
 
 Part 2, camera. A pinhole camera (``irwarp.flows.intrinsics_from_fov``) flies over a hilly
 height field, swaying and yawing (``irwarp.flows.look_at``); the depth of every frame is ray-cast
-with ``irwarp.flows.terrain_depth`` (the sky is put at ``camera.sky_depth``). The flows come from
+with ``experiments.terrain.terrain_depth`` (the sky is put at ``camera.sky_depth``). The flows come from
 depth and poses alone, no optical flow: the forward flow of frame ``t`` is
 ``camera_flow(depth_t, K, relative_pose(E_t, E_{t+1}))`` (splatted with ``irwarp.warp_forward``,
 the use case of the issue: lift pixels by depth, move them with the camera, splat into the new
@@ -48,7 +48,6 @@ import functools
 import math
 import os
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -56,16 +55,17 @@ import numpy as np
 from absl import logging
 
 import irwarp
-from experiments import common, terrain
-from experiments import paper_common as pc
+from experiments import terrain
+from experiments.lib import launch, media, tables
+from experiments.lib import methods as methods_lib
+from experiments.lib import workdir as workdir_lib
 from irwarp import flows as flows_lib
 from irwarp import flows3d, stats
 
 FRESH = "fresh"
+# Noise is drawn as 0.5 + NOISE_SCALE * noise (clipped), channels 0-2 as RGB.
+NOISE_SCALE = 0.18
 STAT_KEYS = ("mean", "var", "ks", "ks_p", "ac_x", "ac_y", "max_cross")
-
-# imageio starts ffmpeg with fork + exec, which is safe; Python warns about any fork under JAX.
-warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,75 +83,13 @@ def pooled_corr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sum(a * b) / math.sqrt(np.sum(a * a) * np.sum(b * b)))
 
 
-def noise_rgb(x: np.ndarray, zoom: int = 1) -> np.ndarray:
-    """``(H, W, C)`` noise -> ``(zoom H, zoom W, 3)`` uint8 (channels 0-2 as RGB, gray if C < 3)."""
-    x = np.asarray(x, np.float32)
-    x = x[..., :3] if x.shape[-1] >= 3 else np.repeat(x[..., :1], 3, axis=-1)
-    img = (np.clip(0.5 + 0.18 * x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return np.repeat(np.repeat(img, zoom, 0), zoom, 1)
-
-
-def caption(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
-    """``img`` under a black strip with ``text`` in white."""
-    import cv2
-
-    strip = np.zeros((height, img.shape[1], 3), np.uint8)
-    cv2.putText(strip, text, (2, height - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1)
-    return np.concatenate([strip, img], axis=0)
-
-
-def hstack(images, gap: int = 3) -> np.ndarray:
-    """Images of equal height side by side with white gaps; padded to even sizes for video codecs."""
-    h = max(i.shape[0] for i in images)
-    parts = []
-    for i in images:
-        parts.append(np.pad(i, ((0, h - i.shape[0]), (0, 0), (0, 0)), constant_values=255))
-        parts.append(np.full((h, gap, 3), 255, np.uint8))
-    img = np.concatenate(parts[:-1], axis=1)
-    return np.pad(img, ((0, img.shape[0] % 2), (0, img.shape[1] % 2), (0, 0)))
-
-
-def write_animation(frames: list[np.ndarray], stem: str, output) -> list[str]:
-    """Writes ``stem.gif`` and/or ``stem.mp4`` (per ``output.gif`` / ``output.mp4``); returns paths."""
-    from PIL import Image
-
-    paths = []
-    if output.gif:
-        ims = [Image.fromarray(f) for f in frames]
-        ims[0].save(
-            stem + ".gif",
-            save_all=True,
-            append_images=ims[1:],
-            duration=max(int(round(1000.0 / output.fps)), 20),
-            loop=0,
-        )
-        paths.append(stem + ".gif")
-    if output.mp4:
-        import imageio.v2 as imageio
-
-        writer = imageio.get_writer(
-            stem + ".mp4",
-            format="FFMPEG",
-            fps=output.fps,
-            codec="libx264",
-            quality=8,
-            macro_block_size=1,
-            ffmpeg_log_level="error",
-        )
-        for f in frames:
-            writer.append_data(f)
-        writer.close()
-        paths.append(stem + ".mp4")
-    return paths
-
-
 def _method_frames(name: str, key, x0, bflows, fflows) -> np.ndarray:
     """``(T + 1, ...)`` frames of a method: a warp sequence, or fresh noise every frame."""
     if name == FRESH:
         ts = jnp.arange(bflows.shape[0] + 1)
         fresh = jax.vmap(lambda t: jax.random.normal(jax.random.fold_in(key, t), x0.shape))(ts)
         return np.asarray(fresh.at[0].set(x0))
-    return np.asarray(pc.sequence_fn(name)(key, x0, bflows, fflows))
+    return np.asarray(methods_lib.sequence_fn(name)(key, x0, bflows, fflows))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,7 +123,43 @@ def ac_z(x: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def run_volume(cfg, key, wd: pc.Workdir, output) -> dict:
+def _volume_pictures(cfg, frames_of: dict, wd: workdir_lib.Workdir, output) -> list[str]:
+    """``volume_slices.png`` and the ``volume`` animation; returns the file names."""
+    d, h, w = (int(s) for s in cfg.size)
+    t_frames = int(cfg.frames)
+    # Pictures: z slice (H, W) and x-z slice (D, W) of the first volume at a few frames.
+    zoom = int(output.zoom)
+    shown = sorted({0, *[t for t in output.report_frames if t <= t_frames], t_frames})
+    rows = []
+    for m in cfg.methods:
+        cells = []
+        for t in shown:
+            vol = frames_of[m][t, 0]
+            zs = media.noise_to_rgb(vol[d // 2], NOISE_SCALE, zoom)
+            xz = media.noise_to_rgb(vol[:, h // 2], NOISE_SCALE, zoom)
+            cells.append(media.caption(media.hstack([zs, xz]), f"{m} t={t}"))
+        rows.append(media.hstack(cells, gap=6))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    media.save_png(np.concatenate(rows, 0), wd.file("volume_slices.png"))
+    anim = [
+        media.hstack(
+            [
+                media.caption(
+                    media.noise_to_rgb(frames_of[m][t, 0, d // 2], NOISE_SCALE, zoom), f"{m} t={t}"
+                )
+                for m in cfg.methods
+            ]
+        )
+        for t in range(t_frames + 1)
+    ]
+    files = ["volume_slices.png"] + [
+        os.path.basename(p) for p in media.write_animation(anim, wd.file("volume"), output)
+    ]
+    return files
+
+
+def run_volume(cfg, key, wd: workdir_lib.Workdir, output) -> dict:
     """Part 1; returns ``{method: {"coherence": [...], "direct": [...], "lag1": [...], ...}}``."""
     d, h, w = (int(s) for s in cfg.size)
     t_frames = int(cfg.frames)
@@ -261,35 +235,7 @@ def run_volume(cfg, key, wd: pc.Workdir, output) -> dict:
             c["var"][-1],
         )
 
-    # Pictures: z slice (H, W) and x-z slice (D, W) of the first volume at a few frames.
-    zoom = int(output.zoom)
-    shown = sorted({0, *[t for t in output.report_frames if t <= t_frames], t_frames})
-    rows = []
-    for m in cfg.methods:
-        cells = []
-        for t in shown:
-            vol = frames_of[m][t, 0]
-            zs = noise_rgb(vol[d // 2], zoom)
-            xz = noise_rgb(vol[:, h // 2], zoom)
-            cells.append(caption(hstack([zs, xz]), f"{m} t={t}"))
-        rows.append(hstack(cells, gap=6))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    from PIL import Image
-
-    Image.fromarray(np.concatenate(rows, 0)).save(wd.file("volume_slices.png"))
-    anim = [
-        hstack(
-            [
-                caption(noise_rgb(frames_of[m][t, 0, d // 2], zoom), f"{m} t={t}")
-                for m in cfg.methods
-            ]
-        )
-        for t in range(t_frames + 1)
-    ]
-    files = ["volume_slices.png"] + [
-        os.path.basename(p) for p in write_animation(anim, wd.file("volume"), output)
-    ]
+    files = _volume_pictures(cfg, frames_of, wd, output)
     return dict(curves=curves, files=files, direct=direct)
 
 
@@ -369,10 +315,8 @@ def depth_rgb(depth: np.ndarray, sky: float) -> np.ndarray:
     return img
 
 
-def run_camera(cfg, key, wd: pc.Workdir, output) -> dict:
+def run_camera(cfg, key, wd: workdir_lib.Workdir, output) -> dict:
     """Part 2; returns ``{method: {"coherence": [...], ...}}`` and the file names."""
-    from experiments.warp_video import flow_to_rgb
-
     h, w = (int(s) for s in cfg.size)
     t_frames = int(cfg.frames)
     k_noise, k_warp, k_direct = jax.random.split(key, 3)
@@ -438,13 +382,14 @@ def run_camera(cfg, key, wd: pc.Workdir, output) -> dict:
     def panel(t: int) -> np.ndarray:
         flow = np.asarray(fl["bwd"][t - 1]) if t >= 1 else np.zeros((h, w, 2), np.float32)
         cells = [
-            caption(depth_rgb(np.asarray(depths[t]), sky), f"depth t={t}"),
-            caption(flow_to_rgb(flow), "backward flow"),
+            media.caption(depth_rgb(np.asarray(depths[t]), sky), f"depth t={t}"),
+            media.caption(media.flow_to_rgb(flow), "backward flow"),
         ]
-        cells += [caption(noise_rgb(frames_of[m][t, 0]), m) for m in cfg.methods]
-        return hstack(cells)
-
-    from PIL import Image
+        cells += [
+            media.caption(media.noise_to_rgb(frames_of[m][t, 0], NOISE_SCALE), m)
+            for m in cfg.methods
+        ]
+        return media.hstack(cells)
 
     shown = sorted({0, *[t for t in output.report_frames if t <= t_frames], t_frames})
     stills = [panel(t) for t in shown]
@@ -452,10 +397,10 @@ def run_camera(cfg, key, wd: pc.Workdir, output) -> dict:
     stills = [
         np.pad(s, ((0, 4), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in stills
     ]
-    Image.fromarray(np.concatenate(stills, 0)).save(wd.file("camera_frames.png"))
+    media.save_png(np.concatenate(stills, 0), wd.file("camera_frames.png"))
     anim = [panel(t) for t in range(t_frames + 1)]
     files = ["camera_frames.png"] + [
-        os.path.basename(p) for p in write_animation(anim, wd.file("camera"), output)
+        os.path.basename(p) for p in media.write_animation(anim, wd.file("camera"), output)
     ]
     return dict(curves=curves, files=files, direct=direct, occluded=occluded)
 
@@ -464,8 +409,8 @@ def run_camera(cfg, key, wd: pc.Workdir, output) -> dict:
 # Report.
 
 
-def draw(volume: dict, camera: dict, wd: pc.Workdir) -> str:
-    fig = pc.new_figure(11.0, 6.0)
+def draw(volume: dict, camera: dict, wd: workdir_lib.Workdir) -> str:
+    fig = media.new_figure(11.0, 6.0)
     axes = fig.subplots(2, 2, squeeze=False)
     for row, (name, part) in enumerate(
         (("rotating volume", volume), ("camera fly-through", camera))
@@ -496,17 +441,17 @@ def table(part: dict, ts: list[int]) -> str:
                 [
                     m,
                     str(t),
-                    pc.cell(c["var"][t]),
-                    pc.cell(c["ks_p"][t]),
-                    pc.cell(c["ac"][t]),
-                    pc.cell(c["coherence"][t]),
-                    pc.cell(c["direct"][t]),
-                    pc.cell(c["retained"][t]),
-                    pc.cell(c["lag1"][t]) if t >= 1 else "-",
+                    tables.cell(c["var"][t]),
+                    tables.cell(c["ks_p"][t]),
+                    tables.cell(c["ac"][t]),
+                    tables.cell(c["coherence"][t]),
+                    tables.cell(c["direct"][t]),
+                    tables.cell(c["retained"][t]),
+                    tables.cell(c["lag1"][t]) if t >= 1 else "-",
                 ]
             )
     cols = ("method", "t", "var", "KS p", "max abs ac", "coherence", "direct", "retained", "lag1")
-    return common.markdown_table(cols, rows)
+    return tables.markdown_table(cols, rows)
 
 
 def run(config, workdir: str) -> dict:
@@ -514,7 +459,7 @@ def run(config, workdir: str) -> dict:
     key = jax.random.key(int(config.seed))
     k_vol, k_cam = jax.random.split(key)
     t_start = time.perf_counter()
-    with pc.Workdir(workdir, config) as wd:
+    with workdir_lib.Workdir(workdir, config, name="warp3d") as wd:
         volume = run_volume(config.volume, k_vol, wd, config.output)
         camera = run_camera(config.camera, k_cam, wd, config.output)
         figure = draw(volume, camera, wd)
@@ -539,9 +484,9 @@ def run(config, workdir: str) -> dict:
         occl = camera["occluded"]
         text = "\n".join(
             [
-                pc.header(
+                launch.header(
                     "3D warping: rotating volume and camera fly-through",
-                    pc.command_line("warp3d", workdir),
+                    launch.command_line("warp3d", workdir),
                     intro,
                 ),
                 "## Rotating volume",
@@ -577,4 +522,4 @@ def run(config, workdir: str) -> dict:
 
 
 if __name__ == "__main__":
-    pc.run_main("warp3d", run)
+    launch.run_main("warp3d", run)

@@ -15,8 +15,20 @@ so they get fresh noise), and warps integral noise along the video with every se
 chunk by chunk in bounded memory. The latent-resolution noise is the exact integral downsampling
 of the warped noise (``irwarp.resample.downsample``).
 
-Writes to the workdir, all at the end (the run works in a temporary folder inside the workdir and
-moves its files into place only when everything succeeded, so a failed run leaves nothing):
+The job reads as source -> noise -> sinks: :class:`Source` yields the frames and their flows a
+chunk at a time, :func:`warp_noise` warps every method's noise along a chunk (the one place that
+calls the warpers), and the sinks (:class:`NpySink`, :class:`MediaSink`, :class:`StatsSink`)
+write each frame's outputs.
+
+Everything that can be checked is checked when the run is planned (:class:`Plan`), before any
+work: the video, the frame selection, sizes (frames and latent frames of two pixels a side or
+more; frames large enough for OpenCV's DIS), methods and their options, flow files. The workdir
+follows :mod:`experiments.lib.workdir`: it holds one run (a run with another config is refused
+unless ``--config.overwrite=True``, which replaces the old run's files), outputs are written into
+a hidden temporary folder and moved into place only when everything succeeded, and the temporary
+folder of a killed run is removed (and reported) by the next run.
+
+Writes to the workdir:
 
 - ``config.json``: the resolved config.
 - ``noise_<method>.npy`` ``(T, H, W, C)`` and ``noise_<method>_latent.npy`` ``(T, H/k, W/k, C)``.
@@ -39,29 +51,24 @@ moves its files into place only when everything succeeded, so a failed run leave
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
 import irwarp
-from experiments import common
+from experiments.lib import launch, media, tables
+from experiments.lib import workdir as workdir_lib
 from irwarp import pipeline, resample, video
 
-FLAGS = flags.FLAGS
-
+NAME = "warp_video"
 STAT_KEYS = ("mean", "var", "ks", "ks_p", "ac_x", "ac_y", "max_cross")
 FRESH = "fresh"
 # Diagnostics of method "lagrangian" (pipeline.lagrangian_chunk) -> their stats.jsonl names.
@@ -70,12 +77,21 @@ LAG_DIAG = {
     "beyond_window": "beyond_window",
     "fresh": "fresh_pixels",
 }
+# OpenCV's DIS raises below 12 pixels a side and crashes (SIGSEGV) on some frames of 16-31 pixels
+# a side at other aspect ratios (measured with opencv 5.0 on random frames); 32 is safe.
+DIS_MIN_SIDE = 32
 
-# imageio starts ffmpeg with fork + exec, which is safe; Python warns about any fork under JAX.
-warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+# The pictures of the job (kept here under their old names).
+noise_to_rgb = media.noise_to_rgb
+flow_to_rgb = media.flow_to_rgb
 
 
-# ----------------------------------------------------------------------------- validation
+def _grown(size: tuple[int, int], side: int, k: int) -> tuple[int, int]:
+    """``size`` with each side raised to at least ``side`` and rounded up to a multiple of ``k``."""
+    return tuple(-(-max(s, side) // k) * k for s in size)
+
+
+# ----------------------------------------------------------------------------- plan
 
 
 class Plan:
@@ -119,6 +135,7 @@ class Plan:
                 f"{self.k}; set --config.video.size, e.g. to "
                 f'"{(max(self.k, h // self.k * self.k), max(self.k, w // self.k * self.k))}"'
             )
+        self._check_sizes()
         self.channels = int(config.channels)
         if self.channels < 1:
             raise ValueError(f"channels must be >= 1; got {self.channels}")
@@ -158,8 +175,31 @@ class Plan:
             raise ValueError(
                 f"flow.source must be one of {(*video.FLOW_METHODS, 'file')}; got {self.source!r}"
             )
+        if self.source == "dis" and min(self.size) < DIS_MIN_SIDE:
+            raise ValueError(
+                f"flow.source='dis' needs frames of at least {DIS_MIN_SIDE} pixels a side (OpenCV's "
+                f"DIS fails or crashes on smaller ones); got (H, W) = {self.size}; pass a larger "
+                f'--config.video.size, e.g. "{_grown(self.size, DIS_MIN_SIDE, self.k)}", or '
+                "--config.flow.source=farneback"
+            )
         fps = float(config.output.fps)
         self.fps = fps if fps > 0 else self.info.fps / int(config.video.stride)
+
+    def _check_sizes(self):
+        """Frames and latent frames need two pixels a side (the lag-1 statistics)."""
+        h, w = self.size
+        if min(h, w) < 2:
+            raise ValueError(
+                f"the frame size (H, W) = {self.size} needs both sides >= 2 pixels; pass a larger "
+                f'--config.video.size, e.g. "{_grown(self.size, 2, self.k)}"'
+            )
+        if self.k > 1 and min(h // self.k, w // self.k) < 2:
+            raise ValueError(
+                f"the latent frame (H/k, W/k) = {(h // self.k, w // self.k)} of (H, W) = "
+                f"{self.size} and latent.factor k = {self.k} needs both sides >= 2 pixels; pass "
+                f'a larger --config.video.size, e.g. "{_grown(self.size, 2 * self.k, self.k)}", or '
+                "a smaller --config.latent.factor (1 turns the latent outputs off)"
+            )
 
     def _plan_files(self, config):
         if self.direction not in ("backward", "forward"):
@@ -212,43 +252,7 @@ class Plan:
         return np.asarray(bwd), np.asarray(valid)
 
 
-# ----------------------------------------------------------------------------- rendering
-
-
-def noise_to_rgb(x: np.ndarray, scale: float) -> np.ndarray:
-    """``(H, W, C)`` noise -> ``(H, W, 3)`` uint8: channels 0-2 as RGB (channel 0 as gray if C < 3)."""
-    x = np.asarray(x, np.float32)
-    x = x[..., :3] if x.shape[-1] >= 3 else np.repeat(x[..., :1], 3, axis=-1)
-    return (np.clip(0.5 + scale * x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
-    """``(H, W, 2)`` flow -> ``(H, W, 3)`` uint8: hue = direction, saturation = speed (white: no
-    motion, as in the Middlebury colour coding), black where the flow is NaN (occluded)."""
-    import cv2
-
-    finite = np.all(np.isfinite(flow), axis=-1)
-    f = np.where(finite[..., None], flow, 0.0).astype(np.float32)
-    mag, ang = cv2.cartToPolar(f[..., 0], f[..., 1], angleInDegrees=True)
-    top = max(float(np.percentile(mag[finite], 99)) if finite.any() else 0.0, 1.0)
-    hsv = np.zeros(flow.shape[:2] + (3,), np.uint8)
-    hsv[..., 0] = (ang / 2).astype(np.uint8)
-    hsv[..., 1] = (np.clip(mag / top, 0, 1) * 255).astype(np.uint8)
-    hsv[..., 2] = 255
-    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    rgb[~finite] = 0
-    return rgb
-
-
-def _label(img: np.ndarray, text: str) -> np.ndarray:
-    import cv2
-
-    img = np.array(img, np.uint8, copy=True)  # never draw on the caller's frame
-    scale = max(0.3, img.shape[0] / 320.0)
-    org = (3, int(14 * scale / 0.4))
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return img
+# ----------------------------------------------------------------------------- pictures
 
 
 def side_by_side(
@@ -263,30 +267,19 @@ def side_by_side(
     """One frame of the side-by-side video: ``[video | noise of each name]`` and, if ``latents``,
     ``[flow | latent noise of each name, upsampled by nearest neighbour]`` below. uint8, even size."""
     h, w = frame.shape[:2]
-    top = [_label(frame, "video")] + [_label(noise_to_rgb(x, scale), n) for n, x in noises.items()]
+    top = [media.label(frame, "video")]
+    top += [media.label(media.noise_to_rgb(x, scale), n) for n, x in noises.items()]
     rows = [np.concatenate(top, axis=1)]
     if latents is not None:
         if flow is None:
-            fl = _label(np.zeros((h, w, 3), np.uint8), "flow: none (frame 0)")
+            fl = media.label(np.zeros((h, w, 3), np.uint8), "flow: none (frame 0)")
         else:
-            fl = _label(flow_to_rgb(flow), "flow (black: occluded)")
+            fl = media.label(media.flow_to_rgb(flow), "flow (black: occluded)")
         bottom = [fl]
         for n, x in latents.items():
-            up = np.repeat(np.repeat(noise_to_rgb(x, scale), k, axis=0), k, axis=1)
-            bottom.append(_label(up, f"{n} latent /{k}"))
+            bottom.append(media.label(media.noise_to_rgb(x, scale, zoom=k), f"{n} latent /{k}"))
         rows.append(np.concatenate(bottom, axis=1))
-    img = np.concatenate(rows, axis=0)
-    pad = ((0, img.shape[0] % 2), (0, img.shape[1] % 2), (0, 0))
-    return np.pad(img, pad) if any(p[1] for p in pad) else img
-
-
-def _titled(img: np.ndarray, text: str, height: int = 16) -> np.ndarray:
-    """``img`` under a black strip with ``text`` in white."""
-    import cv2
-
-    strip = np.zeros((height, img.shape[1], 3), np.uint8)
-    cv2.putText(strip, text, (3, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
-    return np.concatenate([strip, img], axis=0)
+    return media.even(np.concatenate(rows, axis=0))
 
 
 def xt_slices(slices: dict[str, list[np.ndarray]], min_height: int = 96) -> np.ndarray:
@@ -301,7 +294,8 @@ def xt_slices(slices: dict[str, list[np.ndarray]], min_height: int = 96) -> np.n
         img = np.stack(rows)
         rep = max(1, -(-min_height // img.shape[0]))
         img = np.repeat(img, rep, axis=0)
-        parts.append(_titled(img, f"{name}: row over time"))
+        titled = media.caption(img, f"{name}: row over time", 16, font_scale=0.4, origin=(3, 4))
+        parts.append(titled)
         parts.append(np.full((img.shape[0] + 16, 4, 3), 255, np.uint8))
     img = np.concatenate(parts[:-1], axis=1)
     pad = ((0, img.shape[0] % 2), (0, img.shape[1] % 2), (0, 0))
@@ -348,9 +342,6 @@ def plot_stats(records: list[dict], names: Sequence[str], path: str) -> None:
     plt.close(fig)
 
 
-# ----------------------------------------------------------------------------- progress
-
-
 class Progress:
     """A text progress bar on stderr (``\\r``-updated on a terminal, a line per 10% otherwise)."""
 
@@ -377,7 +368,7 @@ class Progress:
         sys.stderr.flush()
 
 
-# ----------------------------------------------------------------------------- run
+# ----------------------------------------------------------------------------- helpers
 
 
 class NpyWriter:
@@ -457,266 +448,396 @@ def _compose(total: jax.Array, flow: jax.Array) -> jax.Array:
     return irwarp.flows.compose(total, flow)
 
 
-def _execute(config, plan: Plan, out: str) -> dict:
-    """The run proper; writes into ``out`` (a temporary folder) and returns the summary."""
-    import imageio.v2 as imageio
-    from PIL import Image
+# ----------------------------------------------------------------------------- source
 
-    t_start = time.perf_counter()
-    h, w = plan.size
-    c, k, num = plan.channels, plan.k, plan.num_frames
-    key = jax.random.key(int(config.seed))
-    k_warp, k_fresh = jax.random.split(key)
-    names = (*plan.methods, FRESH)
-    latent_on = k > 1
-    common.write_config(out, config)
 
-    npy: dict[str, NpyWriter] = {}
-    if config.output.save_noise:
-        for m in plan.methods:
-            npy[m] = NpyWriter(os.path.join(out, f"noise_{m}.npy"), (num, h, w, c))
-            if latent_on:
-                npy[m + "/latent"] = NpyWriter(
-                    os.path.join(out, f"noise_{m}_latent.npy"), (num, h // k, w // k, c)
-                )
-    if config.output.save_flows:
-        npy["flows"] = NpyWriter(os.path.join(out, "flows.npy"), (num - 1, h, w, 2))
-    mp4 = None
-    if config.output.mp4:
-        mp4 = imageio.get_writer(
-            os.path.join(out, "side_by_side.mp4"),
-            format="FFMPEG",
-            fps=plan.fps,
-            codec="libx264",
-            quality=8,
-            macro_block_size=1,
-            ffmpeg_log_level="error",
+class Source:
+    """The frames of the plan and their backward flows: frame 0, then chunks of frames.
+
+    ``flow_s`` adds up the seconds spent on flows; ``occluded`` lists each flow's occluded fraction.
+    """
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.flow_s = 0.0
+        self.occluded: list[float] = []
+        self._frames = video.iter_frames(
+            plan.path,
+            start=plan.indices.start,
+            count=plan.num_frames,
+            stride=plan.indices.step,
+            size=plan.size,
+            info=plan.info,
         )
-    gif_frames: list[np.ndarray] = []
-    still_at = int(config.output.still_frame)
-    still_at = num // 2 if still_at < 0 else min(still_at, num - 1)
-    records: list[dict] = []
-    pooled = {(n, r): _Pooled() for n in names for r in ("full", "latent")}
-    occluded: list[float] = []
-    timing = {"flow_s": 0.0, "warp_s": {m: 0.0 for m in plan.methods}, "first_chunk_s": {}}
-    stats_file = common.JsonlWriter(os.path.join(out, "stats.jsonl"))
-    progress = Progress(num, bool(config.output.progress))
-    slice_row = min(int(config.output.slice_row), h - 1)
-    slices: dict[str, list[np.ndarray]] = {n: [] for n in ("video", *names)}
-    prev = {m: pipeline.first_frame(k_warp, (h, w, c)) for m in plan.methods}
-    prev[FRESH] = jax.random.normal(jax.random.fold_in(k_fresh, 0), (h, w, c))
-    prev_lat = {n: _latent(x, k) for n, x in prev.items()} if latent_on else {}
-    # Method "lagrangian" streams (keyframe noise, composed flow, frame index), not prev.
-    lag_state = {m: pipeline.lagrangian_start(prev[m]) for m in plan.methods if m == "lagrangian"}
-    # Anchor frame of frame t >= 1: a(t) = A floor((t - 1) / A) (A = anchor_every; frame 0 if
-    # A = 0), with the backward flow from t to a(t) composed as method "lagrangian" does.
-    anchor = {"t": 0, "noise": dict(prev), "latent": dict(prev_lat)}
-    anchor["flow"] = jnp.zeros((h, w, 2), jnp.float32)
+        self._prev = None
 
-    def emit(t, frame, cur, cur_lat, flow, before, before_lat, extra=None):
-        """Statistics, arrays and picture of frame ``t``; ``extra[name]`` joins the full row."""
-        for n in names:
-            for res, x, p, fl in (
-                ("full", cur[n], before.get(n), flow),
-                ("latent", cur_lat.get(n), before_lat.get(n), None),
-            ):
-                if x is None:
-                    continue
-                if res == "latent" and flow is not None:
-                    fl = np.asarray(resample.downsample_flow(flow, k))
-                row = _frame_stats(x, p if flow is not None else None, fl)
-                rec = {"frame": t, "method": n, "resolution": res, **row}
-                if flow is not None:
-                    rec["occluded_fraction"] = float(np.mean(~np.all(np.isfinite(flow), -1)))
-                    a_flow = anchor["flow"]
-                    if res == "latent":
-                        a_flow = resample.downsample_flow(a_flow, k)
-                    rec["anchor"] = anchor["t"]
-                    rec["coherence_anchor"] = _coherence(
-                        anchor["noise" if res == "full" else "latent"][n], x, a_flow
-                    )
-                else:
-                    rec["anchor"] = rec["coherence_anchor"] = None
-                if res == "full":
-                    rec.update((extra or {}).get(n, {}))
-                records.append(rec)
-                stats_file.write(rec)
-                pooled[(n, res)].add(x)
-        for m in plan.methods:
-            if m in npy:
-                npy[m].append(cur[m])
-            if m + "/latent" in npy:
-                npy[m + "/latent"].append(cur_lat[m])
-        if mp4 is not None or t < config.output.gif_max_frames or t == still_at:
-            img = side_by_side(
-                frame,
-                {n: np.asarray(cur[n]) for n in names},
-                {n: np.asarray(cur_lat[n]) for n in names}
-                if (latent_on and config.output.latent_row)
-                else None,
-                flow,
-                k=k,
-                scale=float(config.output.display_scale),
-            )
-            if mp4 is not None:
-                mp4.append_data(img)
-            if config.output.gif and t < config.output.gif_max_frames:
-                gif_frames.append(img)
-            if t == still_at:
-                Image.fromarray(img).save(os.path.join(out, "still.png"))
-        row = slice_row if slice_row >= 0 else h // 2
-        slices["video"].append(frame[row])
-        for n in names:
-            slices[n].append(
-                noise_to_rgb(np.asarray(cur[n][row]), float(config.output.display_scale))
-            )
-        progress.update(t + 1)
+    def first(self) -> np.ndarray:
+        """Frame 0, ``(H, W, 3)`` uint8."""
+        self._prev = next(self._frames)
+        return self._prev
 
-    frames = video.iter_frames(
-        plan.path,
-        start=plan.indices.start,
-        count=num,
-        stride=plan.indices.step,
-        size=plan.size,
-        info=plan.info,
-    )
-    try:
-        prev_frame = next(frames)
-        emit(0, prev_frame, prev, prev_lat, None, {}, {})
-        t = 1
-        while t < num:
-            n_chunk = min(plan.chunk, num - t)
-            chunk_frames, chunk_flows = [], []
-            for i in range(n_chunk):
-                frame = next(frames, None)
+    def chunks(self) -> Iterator[tuple[int, list[np.ndarray], list[np.ndarray]]]:
+        """``(t, frames, flows)`` for frames ``t .. t + n - 1`` (``n <= chunk_size``), in order.
+
+        Raises:
+          ValueError: if the video ends before the planned number of frames.
+        """
+        plan, t = self.plan, 1
+        while t < plan.num_frames:
+            n = min(plan.chunk, plan.num_frames - t)
+            frames, flows = [], []
+            for i in range(n):
+                frame = next(self._frames, None)
                 if frame is None:
                     raise ValueError(
-                        f"{plan.path!r}: expected {num} frames; the video ended after {t + i}"
+                        f"{plan.path!r}: expected {plan.num_frames} frames; the video ended "
+                        f"after {t + i}"
                     )
                 t0 = time.perf_counter()
-                flow, valid = plan.flows(t + i - 1, prev_frame, frame)
-                timing["flow_s"] += time.perf_counter() - t0
-                occluded.append(float(1.0 - valid.mean()))
-                if "flows" in npy:
-                    npy["flows"].append(flow)
-                chunk_frames.append(frame)
-                chunk_flows.append(flow)
-                prev_frame = frame
-            # Pad to the chunk size so that every chunk shares one compiled function.
-            padded = np.zeros((plan.chunk, h, w, 2), np.float32)
-            padded[:n_chunk] = np.stack(chunk_flows)
-            outs, diag = {}, {}
-            for m in plan.methods:
-                t0 = time.perf_counter()
-                if m == "lagrangian":
-                    # The state after a padded last chunk includes the zero-flow padding; it is
-                    # never used again (padding only happens in the last chunk).
-                    y, lag_state[m], info = pipeline.lagrangian_chunk(
-                        k_warp,
-                        lag_state[m],
-                        jnp.asarray(padded),
-                        **plan.options[m],
-                        return_info=True,
-                    )
-                    y = y[:n_chunk]
-                    diag[m] = {LAG_DIAG[d]: np.asarray(v)[:n_chunk] for d, v in info.items()}
-                else:
-                    y = pipeline.warp_chunk(
-                        k_warp, prev[m], jnp.asarray(padded), t, method=m, **plan.options[m]
-                    )[:n_chunk]
-                y.block_until_ready()
-                dt = time.perf_counter() - t0
-                timing["warp_s"][m] += dt
-                timing["first_chunk_s"].setdefault(m, dt)
-                outs[m] = y
-            outs[FRESH] = jnp.stack(
-                [
-                    jax.random.normal(jax.random.fold_in(k_fresh, t + i), (h, w, c))
-                    for i in range(n_chunk)
-                ]
+                flow, valid = plan.flows(t + i - 1, self._prev, frame)
+                self.flow_s += time.perf_counter() - t0
+                self.occluded.append(float(1.0 - valid.mean()))
+                frames.append(frame)
+                flows.append(flow)
+                self._prev = frame
+            yield t, frames, flows
+            t += n
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+class Noise:
+    """The noise of every method (and fresh noise) along the video, a chunk at a time.
+
+    ``state[m]`` is what method ``m`` needs to go on: the previous frame, or for ``lagrangian``
+    its stream state (keyframe noise, composed flow, frame index). Frame ``t`` of every method
+    depends only on ``(seed, t)`` and the flows, not on the chunking.
+    """
+
+    def __init__(self, plan: Plan, seed: int):
+        self.plan = plan
+        h, w = plan.size
+        self.shape = (h, w, plan.channels)
+        self.k_warp, self.k_fresh = jax.random.split(jax.random.key(int(seed)))
+        self.warp_s = {m: 0.0 for m in plan.methods}
+        self.first_chunk_s: dict[str, float] = {}
+        self.state: dict = {}
+
+    def first(self) -> dict[str, jax.Array]:
+        """Frame 0 of every method and of fresh noise."""
+        x0 = {m: pipeline.first_frame(self.k_warp, self.shape) for m in self.plan.methods}
+        x0[FRESH] = self.fresh(0)
+        # Method "lagrangian" streams (keyframe noise, composed flow, frame index), not prev.
+        self.state = {
+            m: pipeline.lagrangian_start(x) if m == "lagrangian" else x
+            for m, x in x0.items()
+            if m != FRESH
+        }
+        return x0
+
+    def fresh(self, t: int) -> jax.Array:
+        return jax.random.normal(jax.random.fold_in(self.k_fresh, t), self.shape)
+
+    def chunk(self, t: int, flows: list[np.ndarray]) -> tuple[dict, dict]:
+        """Frames ``t .. t + n - 1`` of every method ``(n, H, W, C)``, and lagrangian's diagnostics.
+
+        The flows are padded to the chunk size so that every chunk shares one compiled function.
+        """
+        n = len(flows)
+        padded = np.zeros((self.plan.chunk, *self.shape[:2], 2), np.float32)
+        padded[:n] = np.stack(flows)
+        outs, diag = {}, {}
+        for m in self.plan.methods:
+            t0 = time.perf_counter()
+            y, self.state[m], info = warp_noise(
+                self.k_warp, self.state[m], jnp.asarray(padded), t, n, m, self.plan.options[m]
             )
-            for i in range(n_chunk):
-                cur = {n: outs[n][i] for n in names}
-                # Frame by frame (one compiled shape), so that chunking cannot change rounding.
-                cur_lat = {n: _latent(x, k) for n, x in cur.items()} if latent_on else {}
-                anchor["flow"] = _compose(anchor["flow"], jnp.asarray(chunk_flows[i]))
-                extra = {m: {d: int(v[i]) for d, v in dv.items()} for m, dv in diag.items()}
-                emit(t + i, chunk_frames[i], cur, cur_lat, chunk_flows[i], prev, prev_lat, extra)
-                prev, prev_lat = cur, cur_lat
-                if plan.anchor_every and (t + i) % plan.anchor_every == 0:
-                    anchor.update(t=t + i, noise=dict(cur), latent=dict(cur_lat))
-                    anchor["flow"] = jnp.zeros((h, w, 2), jnp.float32)
-            t += n_chunk
-    finally:
-        stats_file.close()
-        if mp4 is not None:
-            mp4.close()
-        for writer in npy.values():
+            outs[m] = y.block_until_ready()
+            if info is not None:
+                diag[m] = {LAG_DIAG[d]: np.asarray(v)[:n] for d, v in info.items()}
+            dt = time.perf_counter() - t0
+            self.warp_s[m] += dt
+            self.first_chunk_s.setdefault(m, dt)
+        outs[FRESH] = jnp.stack([self.fresh(t + i) for i in range(n)])
+        return outs, diag
+
+
+def warp_noise(key, state, flows: jax.Array, t: int, n: int, method: str, options: dict):
+    """Warps one method's noise from frame ``t`` along ``n`` of the backward flows ``(K, H, W, 2)``
+    (``K >= n``; the rest is padding).
+
+    The one place where the job calls a warper: ``pipeline.lagrangian_chunk`` for
+    ``"lagrangian"`` (``state`` is its stream state), ``pipeline.warp_chunk`` for the others
+    (``state`` is frame ``t - 1``).
+
+    Returns:
+      ``(frames (n, H, W, C), new state, diagnostics ``(K,)`` or None)``.
+    """
+    if method == "lagrangian":
+        # The state after a padded last chunk includes the zero-flow padding; it is never used
+        # again (padding only happens in the last chunk).
+        y, state, info = pipeline.lagrangian_chunk(key, state, flows, **options, return_info=True)
+        return y[:n], state, info
+    y = pipeline.warp_chunk(key, state, flows, t, method=method, **options)[:n]
+    return y, y[n - 1], None
+
+
+# ----------------------------------------------------------------------------- sinks
+
+
+@dataclasses.dataclass
+class Frame:
+    """Frame ``t`` of the job, as the sinks see it.
+
+    ``noise[name]`` is ``(H, W, C)``, ``latent[name]`` ``(H/k, W/k, C)`` (empty when k = 1),
+    ``flow`` the backward flow ``(H, W, 2)`` from frame ``t - 1`` (None for frame 0), and
+    ``extra[method]`` the per-frame diagnostics of that method (lagrangian).
+    """
+
+    t: int
+    image: np.ndarray
+    noise: dict
+    latent: dict
+    flow: np.ndarray | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+def _frame(plan: Plan, t, image, noise, flow=None, extra=None) -> Frame:
+    # Frame by frame (one compiled shape), so that chunking cannot change rounding.
+    latent = {n: _latent(x, plan.k) for n, x in noise.items()} if plan.k > 1 else {}
+    return Frame(t, image, noise, latent, flow, extra or {})
+
+
+class NpySink:
+    """``noise_<method>.npy``, ``noise_<method>_latent.npy`` and ``flows.npy``, slice by slice."""
+
+    def __init__(self, plan: Plan, config, wd: workdir_lib.Workdir):
+        (h, w), c, k, num = plan.size, plan.channels, plan.k, plan.num_frames
+        self.methods, self.writers = plan.methods, {}
+        if config.output.save_noise:
+            for m in plan.methods:
+                self.writers[m] = NpyWriter(wd.file(f"noise_{m}.npy"), (num, h, w, c))
+                if k > 1:
+                    shape = (num, h // k, w // k, c)
+                    self.writers[m + "/latent"] = NpyWriter(wd.file(f"noise_{m}_latent.npy"), shape)
+        if config.output.save_flows:
+            self.writers["flows"] = NpyWriter(wd.file("flows.npy"), (num - 1, h, w, 2))
+
+    def add(self, fr: Frame) -> None:
+        if fr.flow is not None and "flows" in self.writers:
+            self.writers["flows"].append(fr.flow)
+        for m in self.methods:
+            if m in self.writers:
+                self.writers[m].append(fr.noise[m])
+            if m + "/latent" in self.writers:
+                self.writers[m + "/latent"].append(fr.latent[m])
+
+    def close(self, check: bool = True) -> None:
+        for writer in self.writers.values():
             writer.close(check=False)
-    for writer in npy.values():
-        writer.close()  # checks that every file is complete
+        if check:
+            for writer in self.writers.values():
+                writer.close()  # checks that every file is complete
 
-    if gif_frames:
-        ims = [Image.fromarray(f) for f in gif_frames]
-        ims[0].save(
-            os.path.join(out, "side_by_side.gif"),
-            save_all=True,
-            append_images=ims[1:],
-            duration=max(int(round(1000.0 / plan.fps)), 20),
-            loop=0,
-        )
-    plot_stats(records, names, os.path.join(out, "stats.png"))
-    Image.fromarray(xt_slices(slices)).save(os.path.join(out, "xt_slice.png"))
 
-    summary = {
+class MediaSink:
+    """``side_by_side.mp4`` / ``.gif``, ``still.png`` and ``xt_slice.png``."""
+
+    def __init__(self, plan: Plan, config, wd: workdir_lib.Workdir, names: Sequence[str]):
+        out = config.output
+        self.plan, self.wd, self.names, self.fps = plan, wd, tuple(names), plan.fps
+        self.scale = float(out.display_scale)
+        self.latent_row = plan.k > 1 and bool(out.latent_row)
+        self.gif_max = int(out.gif_max_frames) if out.gif else 0
+        still = int(out.still_frame)
+        num = plan.num_frames
+        self.still_at = num // 2 if still < 0 else min(still, num - 1)
+        h = plan.size[0]
+        row = min(int(out.slice_row), h - 1)
+        self.row = row if row >= 0 else h // 2
+        self.mp4 = media.mp4_writer(wd.file("side_by_side.mp4"), plan.fps) if out.mp4 else None
+        self.gif: list[np.ndarray] = []
+        self.slices: dict[str, list[np.ndarray]] = {n: [] for n in ("video", *self.names)}
+
+    def add(self, fr: Frame) -> None:
+        if self.mp4 is not None or fr.t < self.gif_max or fr.t == self.still_at:
+            img = side_by_side(
+                fr.image,
+                {n: np.asarray(fr.noise[n]) for n in self.names},
+                {n: np.asarray(fr.latent[n]) for n in self.names} if self.latent_row else None,
+                fr.flow,
+                k=self.plan.k,
+                scale=self.scale,
+            )
+            if self.mp4 is not None:
+                self.mp4.append_data(img)
+            if fr.t < self.gif_max:
+                self.gif.append(img)
+            if fr.t == self.still_at:
+                media.save_png(img, self.wd.file("still.png"))
+        self.slices["video"].append(fr.image[self.row])
+        for n in self.names:
+            self.slices[n].append(media.noise_to_rgb(np.asarray(fr.noise[n][self.row]), self.scale))
+
+    def close(self, check: bool = True) -> None:
+        if self.mp4 is not None:
+            self.mp4.close()
+        if not check:
+            return
+        if self.gif:
+            media.save_gif(self.gif, self.wd.file("side_by_side.gif"), self.fps)
+        media.save_png(xt_slices(self.slices), self.wd.file("xt_slice.png"))
+
+
+class StatsSink:
+    """``stats.jsonl`` (a line per frame, name and resolution), pooled moments and ``stats.png``.
+
+    Keeps the previous frame (for ``coherence``) and the anchor frame, with the backward flow
+    composed from the current frame to it (for ``coherence_anchor``): the anchor of frame
+    ``t >= 1`` is ``a(t) = A floor((t - 1) / A)`` (``A = anchor_every``; frame 0 if ``A = 0``).
+    """
+
+    def __init__(self, plan: Plan, wd: workdir_lib.Workdir, names: Sequence[str]):
+        self.plan, self.wd, self.names = plan, wd, tuple(names)
+        self.records: list[dict] = []
+        self.pooled = {(n, r): _Pooled() for n in names for r in ("full", "latent")}
+        self.file = workdir_lib.JsonlWriter(wd.file("stats.jsonl"))
+        self.prev: Frame | None = None
+        self.anchor: Frame | None = None
+        self.anchor_flow = jnp.zeros((*plan.size, 2), jnp.float32)
+
+    def add(self, fr: Frame) -> None:
+        if fr.flow is not None:
+            self.anchor_flow = _compose(self.anchor_flow, jnp.asarray(fr.flow))
+        for n in self.names:
+            for res in ("full", "latent"):
+                x = fr.noise[n] if res == "full" else fr.latent.get(n)
+                if x is not None:
+                    self._row(fr, n, res, x)
+        self.prev = fr
+        every = self.plan.anchor_every
+        if self.anchor is None or (every and fr.t % every == 0):
+            self.anchor = fr
+            self.anchor_flow = jnp.zeros((*self.plan.size, 2), jnp.float32)
+
+    def _row(self, fr: Frame, n: str, res: str, x) -> None:
+        k, flow = self.plan.k, fr.flow
+        rec = {"frame": fr.t, "method": n, "resolution": res}
+        if flow is None:
+            rec.update(_frame_stats(x, None, None), anchor=None, coherence_anchor=None)
+        else:
+            before = (self.prev.noise if res == "full" else self.prev.latent)[n]
+            a_noise = (self.anchor.noise if res == "full" else self.anchor.latent)[n]
+            fl, a_flow = flow, self.anchor_flow
+            if res == "latent":
+                fl, a_flow = (
+                    np.asarray(resample.downsample_flow(flow, k)),
+                    resample.downsample_flow(a_flow, k),
+                )
+            rec.update(_frame_stats(x, before, fl))
+            rec["occluded_fraction"] = float(np.mean(~np.all(np.isfinite(flow), -1)))
+            rec["anchor"] = self.anchor.t
+            rec["coherence_anchor"] = _coherence(a_noise, x, a_flow)
+        if res == "full":
+            rec.update(fr.extra.get(n, {}))
+        self.records.append(rec)
+        self.file.write(rec)
+        self.pooled[(n, res)].add(x)
+
+    def close(self, check: bool = True) -> None:
+        self.file.close()
+        if check:
+            plot_stats(self.records, self.names, self.wd.file("stats.png"))
+
+    def methods_summary(self) -> dict:
+        """Pooled statistics per ``"<name>/<resolution>"``."""
+        out = {}
+        for n in self.names:
+            for res in ("full", "latent") if self.plan.k > 1 else ("full",):
+                rows = [r for r in self.records if r["method"] == n and r["resolution"] == res]
+                coh = [r["coherence"] for r in rows if r["coherence"] is not None]
+                coh_a = [r["coherence_anchor"] for r in rows if r["coherence_anchor"] is not None]
+                mean, var = self.pooled[(n, res)].result()
+                s = out[f"{n}/{res}"] = {
+                    "mean": mean,
+                    "var": var,
+                    "ks_mean": float(np.mean([r["ks"] for r in rows])),
+                    "ks_p_min": float(np.min([r["ks_p"] for r in rows])),
+                    "ac_mean": float(np.mean([0.5 * (r["ac_x"] + r["ac_y"]) for r in rows])),
+                    "coherence_mean": float(np.mean(coh)) if coh else None,
+                    "coherence_anchor_mean": float(np.mean(coh_a)) if coh_a else None,
+                }
+                if n == "lagrangian" and res == "full":
+                    for d in LAG_DIAG.values():
+                        s[f"{d}_total"] = int(sum(r.get(d, 0) for r in rows))
+        return out
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def _execute(config, plan: Plan, wd: workdir_lib.Workdir) -> dict:
+    """Source -> noise -> sinks; writes into ``wd`` and returns the summary."""
+    t_start = time.perf_counter()
+    names = (*plan.methods, FRESH)
+    source, noise = Source(plan), Noise(plan, int(config.seed))
+    npy = NpySink(plan, config, wd)
+    sinks = [npy]
+    try:
+        sinks += [MediaSink(plan, config, wd, names), StatsSink(plan, wd, names)]
+        progress = Progress(plan.num_frames, bool(config.output.progress))
+
+        def emit(fr: Frame) -> None:
+            for sink in sinks:
+                sink.add(fr)
+            progress.update(fr.t + 1)
+
+        emit(_frame(plan, 0, source.first(), noise.first()))
+        for t, images, flows in source.chunks():
+            outs, diag = noise.chunk(t, flows)
+            for i, image in enumerate(images):
+                extra = {m: {d: int(v[i]) for d, v in dv.items()} for m, dv in diag.items()}
+                cur = {n: outs[n][i] for n in names}
+                emit(_frame(plan, t + i, image, cur, flows[i], extra))
+    except BaseException:
+        for sink in sinks:
+            sink.close(check=False)
+        raise
+    for sink in sinks:
+        sink.close()
+    summary = _summary(plan, source, noise, sinks[-1], time.perf_counter() - t_start)
+    workdir_lib.write_json(wd.file("summary.json"), summary)
+    return summary
+
+
+def _summary(plan: Plan, source: Source, noise: Noise, stats: StatsSink, total_s: float) -> dict:
+    num, (h, w), k = plan.num_frames, plan.size, plan.k
+    warp_s, first = noise.warp_s, noise.first_chunk_s
+    return {
         "video": plan.path,
         "frames": num,
         "size": list(plan.size),
         "latent_size": [h // k, w // k],
-        "channels": c,
+        "channels": plan.channels,
         "flow": plan.source,
         "occlusion": plan.occlusion,
-        "occluded_fraction": float(np.mean(occluded)) if occluded else 0.0,
-        "methods": {},
+        "occluded_fraction": float(np.mean(source.occluded)) if source.occluded else 0.0,
+        "methods": stats.methods_summary(),
         "timing": {
-            "total_s": time.perf_counter() - t_start,
-            "flow_s": timing["flow_s"],
-            "flow_fps": (num - 1) / max(timing["flow_s"], 1e-9),
-            "warp_s": timing["warp_s"],
-            "warp_first_chunk_s": timing["first_chunk_s"],
+            "total_s": total_s,
+            "flow_s": source.flow_s,
+            "flow_fps": (num - 1) / max(source.flow_s, 1e-9),
+            "warp_s": warp_s,
+            "warp_first_chunk_s": first,
             # Seconds per frame after the first chunk (which includes jit compilation).
             "warp_s_per_frame": {
-                m: (timing["warp_s"][m] - timing["first_chunk_s"][m]) / (num - 1 - plan.chunk)
-                if num - 1 > plan.chunk
-                else None
+                m: (warp_s[m] - first[m]) / (num - 1 - plan.chunk) if num - 1 > plan.chunk else None
                 for m in plan.methods
             },
         },
         "anchor_every": plan.anchor_every,
     }
-    for n in names:
-        for res in ("full", "latent") if latent_on else ("full",):
-            rows = [r for r in records if r["method"] == n and r["resolution"] == res]
-            coh = [r["coherence"] for r in rows if r["coherence"] is not None]
-            coh_a = [r["coherence_anchor"] for r in rows if r["coherence_anchor"] is not None]
-            mean, var = pooled[(n, res)].result()
-            summary["methods"][f"{n}/{res}"] = {
-                "mean": mean,
-                "var": var,
-                "ks_mean": float(np.mean([r["ks"] for r in rows])),
-                "ks_p_min": float(np.min([r["ks_p"] for r in rows])),
-                "ac_mean": float(np.mean([0.5 * (r["ac_x"] + r["ac_y"]) for r in rows])),
-                "coherence_mean": float(np.mean(coh)) if coh else None,
-                "coherence_anchor_mean": float(np.mean(coh_a)) if coh_a else None,
-            }
-            if n == "lagrangian" and res == "full":
-                for d in LAG_DIAG.values():
-                    summary["methods"][f"{n}/{res}"][f"{d}_total"] = int(
-                        sum(r.get(d, 0) for r in rows)
-                    )
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(common.jsonable(summary), f, indent=2)
-    return summary
 
 
 def summary_table(summary: dict) -> str:
@@ -752,35 +873,36 @@ def summary_table(summary: dict) -> str:
                 "-" if ms is None else f"{1000 * ms:.1f}",
             )
         )
-    return common.markdown_table(columns, rows)
+    return tables.markdown_table(columns, rows)
 
 
 def run(config, workdir: str) -> dict:
-    """Runs the main job of ``config`` and moves its outputs into ``workdir`` when all succeeded.
+    """Plans the run, checks the workdir, runs the job and moves its outputs into ``workdir``.
 
-    Everything that can be checked up front is checked before anything is written; the run then
-    writes into a temporary folder inside ``workdir`` and moves the files into place at the end.
-    On any error the temporary folder is removed (and ``workdir`` too, if this run created it and
-    it is empty), so a failed run leaves no partial output.
+    Everything that can be checked up front (the input, sizes, methods, the workdir's one-run
+    rule) is checked before any work. The run writes into a temporary folder inside ``workdir``
+    and moves the files into place at the end; on any error the folder is removed (and
+    ``workdir`` too, if this run created it and it is empty), so a failed run leaves no partial
+    output (see :mod:`experiments.lib.workdir`).
 
     Args:
       config: a ConfigDict from ``configs/warp_video.py``.
-      workdir: output directory (created if missing; existing files of the same names are
-        replaced).
+      workdir: output directory (created if missing). If it holds another run (a different
+        ``config.json``), the run is refused unless ``config.overwrite`` is True, in which case
+        the old run's files are removed when the new outputs move in.
 
     Returns:
       The summary dict (also written to ``summary.json``).
 
     Raises:
       FileNotFoundError: for a missing video or flow file.
-      ValueError: for unreadable input, too few frames, frames of different sizes, flows whose
-        shape does not match the video, or a bad config value.
+      ValueError: for unreadable input, too few frames, frames of different sizes, sizes the job
+        cannot process (a side under 2 pixels at full or latent size, frames too small for DIS),
+        flows whose shape does not match the video, a bad config value, or a workdir that holds
+        another run.
     """
     plan = Plan(config)
-    created = not os.path.isdir(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".warp_video-", dir=workdir)
-    try:
+    with workdir_lib.Workdir(workdir, config, name=NAME, metrics=None) as wd:
         logging.info(
             "warp_video: %s, %d frames at %s, flow %s, methods %s",
             plan.path,
@@ -789,39 +911,29 @@ def run(config, workdir: str) -> dict:
             plan.source,
             ", ".join(plan.methods),
         )
-        summary = _execute(config, plan, tmp)
-        for name in sorted(os.listdir(tmp)):
-            os.replace(os.path.join(tmp, name), os.path.join(workdir, name))
-        os.rmdir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created and os.path.isdir(workdir) and not os.listdir(workdir):
-            os.rmdir(workdir)
-        raise
-    return summary
+        return _execute(config, plan, wd)
 
 
-def define_flags() -> None:
-    """Defines ``--config`` and ``--workdir`` (only when run as a program)."""
-    config_flags.DEFINE_config_file("config", None, "Path to the warp_video config file.")
-    flags.DEFINE_string("workdir", None, "Directory for the outputs.")
-    flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"too many command-line arguments: {argv[1:]}")
-    summary = run(FLAGS.config, FLAGS.workdir)
+def report(summary: dict, workdir: str) -> None:
+    """Prints the summary table and a line of totals."""
     t = summary["timing"]
     print(summary_table(summary))
     print(
         f"\n{summary['frames']} frames at {tuple(summary['size'])}, occluded "
         f"{100 * summary['occluded_fraction']:.1f}% of pixels; flow {t['flow_fps']:.1f} frames/s; "
-        f"total {t['total_s']:.1f} s. Outputs in {FLAGS.workdir}"
+        f"total {t['total_s']:.1f} s. Outputs in {workdir}"
     )
+
+
+def main(argv: Sequence[str]) -> None:
+    """Deprecated entry (flags must be defined first); use ``python -m experiments.warp_video``."""
+    from absl import app, flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"too many command-line arguments: {argv[1:]}")
+    report(run(flags.FLAGS.config, flags.FLAGS.workdir), flags.FLAGS.workdir)
     sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    launch.run_main(NAME, run, report)

@@ -697,6 +697,57 @@ def _polygon_integrals(key, noise0, polygons, *, depth: int, capacity: float):
 # Frames and sequences.
 
 
+# Public diagnostics for cost harnesses (experiments/coherence.py): the geometry a frame splits and
+# the normals its splits draw, each without running a frame.
+
+# Side (keyframe pixels) of the window of roots searched for each pixel's pre-image.
+ROOT_WINDOW = _WINDOW
+# Margin (pixels) around a node's leaf-centre square within which an edge makes the node split.
+SPLIT_MARGIN = _EPS
+
+
+def frame_octagons(total_flow: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The pre-image polygons a frame integrates over: ``psi`` of each pixel's 4 corners and 4 edge
+    midpoints under the composed backward flow, in keyframe pixels.
+
+    Args:
+      total_flow: ``(H, W, 2)`` backward flow from the frame to its keyframe (NaN: occluded).
+
+    Returns:
+      ``(verts, valid)``: ``(H W, 8, 2)`` float32 vertices ``(x, y)`` (an invalid pixel's own
+      square) and ``(H W,)`` bool, False where the flow is not finite.
+
+    Raises:
+      ValueError: if ``total_flow`` is not ``(H, W, 2)``.
+    """
+    total_flow = jnp.asarray(total_flow, jnp.float32)
+    if total_flow.ndim != 3 or total_flow.shape[-1] != 2:
+        raise ValueError(f"total_flow must have shape (H, W, 2); got {total_flow.shape}")
+    return _octagons(total_flow)
+
+
+def split_normals(k1: jax.Array, k2: jax.Array, features: int, probe=None) -> jax.Array:
+    """The ``3 F`` scaled normals that splitting each of ``K`` nodes draws, as a frame draws them.
+
+    Args:
+      k1, k2: ``(K,)`` uint32 key words of the nodes.
+      features: ``F``, the noise's features per pixel (batch times channels).
+      probe: a traced finite float, or None; as in a frame, it materialises the normals in
+        buffers of their own (so that XLA cannot fold the work away in a timing harness).
+
+    Returns:
+      ``(3 F, K)`` float32: ``g_0`` and ``sqrt(2) g_1, sqrt(2) g_2`` for every node.
+
+    Raises:
+      ValueError: if ``features`` is not a positive integer or the key words differ in shape.
+    """
+    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        raise ValueError(f"features must be a positive integer; got {features!r}")
+    if jnp.shape(k1) != jnp.shape(k2) or jnp.ndim(k1) != 1:
+        raise ValueError(f"k1 and k2 must both be (K,); got {jnp.shape(k1)} and {jnp.shape(k2)}")
+    return _normals(k1, k2, _SPLIT, 3 * features, _SPLIT_SCALE(features), probe)
+
+
 def _octagons(total_flow: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Absolute octagons ``(H W, 8, 2)`` through ``psi`` of corners and midpoints, and validity."""
     h, w = total_flow.shape[:2]

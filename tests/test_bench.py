@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import common
+from experiments.lib import tables
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 bench = importlib.import_module("experiments.bench")
@@ -21,7 +21,7 @@ def _load_config(arg=None):
 
 
 def _table_rows(md: str, first_column: str) -> tuple[list[str], list[list[str]]]:
-    return common.parse_markdown_table(md, first_column)
+    return tables.parse_markdown_table(md, first_column)
 
 
 def _positive(v) -> bool:
@@ -67,6 +67,17 @@ def test_bench_small_end_to_end(tmp_path):
     }
     for r in split:
         assert _positive(r["record_ms"]) and _positive(r["apply_ms"]), r
+
+    # The public call eager (as the README's quick start writes it) next to the jitted one.
+    eager = [json.loads(x) for x in (tmp_path / "eager.jsonl").read_text().splitlines()]
+    assert {(r["method"], r["shape_str"]) for r in eager} == {
+        (m, " x ".join(map(str, s))) for m in config.eager_methods for s in config.eager_shapes
+    }
+    for r in eager:
+        assert _positive(r["jit_ms"]) and _positive(r["eager_ms"]), r
+        assert r["eager_over_jit"] == pytest.approx(r["eager_ms"] / r["jit_ms"])
+    header, body = _table_rows(md, "method | B x H x W x C")
+    assert tuple(header) == bench.EAGER_COLUMNS and len(body) == len(eager)
 
 
 @pytest.mark.parametrize("name", ["rotation", "translation", "zoom", "identity"])
