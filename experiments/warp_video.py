@@ -522,18 +522,15 @@ class Noise:
         self.k_warp, self.k_fresh = jax.random.split(jax.random.key(int(seed)))
         self.warp_s = {m: 0.0 for m in plan.methods}
         self.first_chunk_s: dict[str, float] = {}
+        # One noise stream per method (irwarp.stream): chained and lagrangian alike.
+        self.streams = {m: irwarp.noise_stream(m, **plan.options[m]) for m in plan.methods}
         self.state: dict = {}
 
     def first(self) -> dict[str, jax.Array]:
         """Frame 0 of every method and of fresh noise."""
         x0 = {m: pipeline.first_frame(self.k_warp, self.shape) for m in self.plan.methods}
         x0[FRESH] = self.fresh(0)
-        # Method "lagrangian" streams (keyframe noise, composed flow, frame index), not prev.
-        self.state = {
-            m: pipeline.lagrangian_start(x) if m == "lagrangian" else x
-            for m, x in x0.items()
-            if m != FRESH
-        }
+        self.state = {m: self.streams[m].init(x0[m]) for m in self.plan.methods}
         return x0
 
     def fresh(self, t: int) -> jax.Array:
@@ -551,7 +548,7 @@ class Noise:
         for m in self.plan.methods:
             t0 = time.perf_counter()
             y, self.state[m], info = warp_noise(
-                self.k_warp, self.state[m], jnp.asarray(padded), t, n, m, self.plan.options[m]
+                self.streams[m], self.k_warp, self.state[m], jnp.asarray(padded), n
             )
             outs[m] = y.block_until_ready()
             if info is not None:
@@ -563,24 +560,19 @@ class Noise:
         return outs, diag
 
 
-def warp_noise(key, state, flows: jax.Array, t: int, n: int, method: str, options: dict):
-    """Warps one method's noise from frame ``t`` along ``n`` of the backward flows ``(K, H, W, 2)``
-    (``K >= n``; the rest is padding).
+def warp_noise(stream, key, state, flows: jax.Array, n: int):
+    """The next ``n`` frames of one method's noise stream along the backward flows ``(K, H, W, 2)``
+    (``K >= n``; the rest is padding, which only the last chunk has, so the state it leaves is
+    never used again).
 
-    The one place where the job calls a warper: ``pipeline.lagrangian_chunk`` for
-    ``"lagrangian"`` (``state`` is its stream state), ``pipeline.warp_chunk`` for the others
-    (``state`` is frame ``t - 1``).
+    The one place where the job warps: ``stream.scan`` (:mod:`irwarp.stream`) for every method.
 
     Returns:
-      ``(frames (n, H, W, C), new state, diagnostics ``(K,)`` or None)``.
+      ``(frames (n, H, W, C), new state, diagnostics {name: (K,)} or None)``.
     """
-    if method == "lagrangian":
-        # The state after a padded last chunk includes the zero-flow padding; it is never used
-        # again (padding only happens in the last chunk).
-        y, state, info = pipeline.lagrangian_chunk(key, state, flows, **options, return_info=True)
-        return y[:n], state, info
-    y = pipeline.warp_chunk(key, state, flows, t, method=method, **options)[:n]
-    return y, y[n - 1], None
+    state, y, info = stream.scan(key, state, flows, return_info=True)
+    diag = {d: info[d].astype(jnp.int32) for d in LAG_DIAG if d in info} or None
+    return y[:n], state, diag
 
 
 # ----------------------------------------------------------------------------- sinks

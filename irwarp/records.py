@@ -539,6 +539,8 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
     return _grid_record(flow, cap, npts)
 
 
+# The record builders compile themselves (their checks run first, in Python).
+@functools.partial(jax.jit, static_argnums=(1, 2))
 @_schedule.scheduled
 def _grid_record(flow: jax.Array, cap: int, npts: int) -> PartitionRecord:
     """:func:`grid_record` of a checked flow; one body, scheduled per backend (``_schedule``)."""
@@ -729,6 +731,7 @@ def _unit_cell_footprint(flow: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.stack(idxs, -1), jnp.stack(wts, -1)
 
 
+@jax.jit
 def _particle(flow: jax.Array) -> PartitionRecord:
     """:func:`particle_record` / :func:`particle3d_record` of a checked flow ``(*S, nd)``."""
     shape = flow.shape[:-1]
@@ -751,6 +754,7 @@ def _particle(flow: jax.Array) -> PartitionRecord:
     )
 
 
+@jax.jit
 def _splat(forward_flow: jax.Array) -> PartitionRecord:
     """:func:`splat_record` / :func:`splat3d_record` of a checked flow ``(*S, nd)``."""
     shape = forward_flow.shape[:-1]

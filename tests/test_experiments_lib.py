@@ -79,9 +79,12 @@ def test_parse_method_and_label():
     assert methods.parse_method("chang4") == ("chang", {"upsample": 4})
     assert methods.method_label("chang4") == "chang N=4"
     assert methods.method_label("grid") == "grid"
-    for bad in ("chang", "lagrangian", "grid2", "bogus"):
-        with pytest.raises(ValueError, match=r"unknown method .*expected 'splat', 'chang<N>'"):
+    assert methods.parse_method("chang") == ("chang", {})  # the registry's default upsample
+    for bad in ("grid2", "bogus"):
+        with pytest.raises(ValueError, match=r"unknown method .*'chang<N>'"):
             methods.parse_method(bad)
+    with pytest.raises(ValueError, match="keyframe method, not a per-frame warp"):
+        methods.parse_method("lagrangian")
 
 
 # ----------------------------------------------------------------------------- workdir
