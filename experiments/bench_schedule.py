@@ -2,10 +2,10 @@
 
     python -m experiments.bench_schedule --config=configs/bench_schedule.py --workdir=DIR
 
-``irwarp._schedule`` runs XLA-on-CPU devices (materialising conds, static tail prefixes,
+irwarp's schedule runs XLA-on-CPU devices (materialising conds, static tail prefixes,
 scatter-adds) when a program is lowered for CPU and a plain path elsewhere, whose sums over
 repeated indices are sorted segment sums (deterministic on every backend: no floating-point
-scatter-add with atomics). Here both are forced on CPU (``_schedule.force``) for each method of
+scatter-add with atomics). Here both are forced on CPU (``irwarp.force_schedule``) for each method of
 ``config.methods``: the whole jitted warp is compiled ahead of time (compile time apart), called
 ``warmup`` times, then ``repeats`` times; the median is reported in ms and as a ratio to
 ``jax.random.normal`` of the noise's shape timed the same way in the same run.
@@ -26,7 +26,7 @@ from ml_collections import config_flags
 
 import irwarp
 from experiments import common
-from irwarp import _schedule, flows
+from irwarp import flows
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
@@ -59,10 +59,10 @@ def run(config, workdir: str) -> list[dict]:
     with common.JsonlWriter(os.path.join(workdir, "bench_schedule.jsonl")) as out:
         for method in config.methods:
             cpu_ms = None
-            for which in _schedule.MODES:
+            for which in irwarp.SCHEDULES:
                 normal = jax.jit(lambda k: jax.random.normal(k, (b, h, w, c)))
                 ref = common.median_seconds(normal, key, **timing)
-                with _schedule.force(which):
+                with irwarp.force_schedule(which):
                     fn = functools.partial(irwarp.warp, method=method)
                     compiled, compile_s = common.compile_timed(fn, key, x, flow)
                     ms = 1e3 * common.median_seconds(compiled, key, x, flow, **timing)

@@ -183,6 +183,10 @@ class Plan:
                 "--config.flow.source=farneback"
             )
         fps = float(config.output.fps)
+        if not math.isfinite(fps) or fps < 0:
+            raise ValueError(
+                f"output.fps must be a finite number >= 0 (0: the video's own rate); got {fps}"
+            )
         self.fps = fps if fps > 0 else self.info.fps / int(config.video.stride)
 
     def _check_sizes(self):

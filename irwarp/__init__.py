@@ -12,6 +12,8 @@ from irwarp import (
     stream,
     video,
 )
+from irwarp._schedule import MODES as SCHEDULES
+from irwarp._schedule import force as force_schedule
 from irwarp.bridge import bridge_increments
 from irwarp.methods import Method, Option, get_method, parse_method, register_method
 from irwarp.records import PartitionRecord, grid_record, particle_record, splat_record
@@ -20,7 +22,7 @@ from irwarp.resample import downsample, temporal_compress, upsample
 from irwarp.stream import NoiseStream, StreamState, noise_stream, warp_sequence
 from irwarp.warp import METHODS, METHODS3D, apply_record, warp, warp_forward
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "METHODS",
@@ -30,12 +32,14 @@ __all__ = [
     "Option",
     "PartitionRecord",
     "PartitionRecord3D",
+    "SCHEDULES",
     "StreamState",
     "apply_record",
     "bridge_increments",
     "downsample",
     "flows",
     "flows3d",
+    "force_schedule",
     "get_method",
     "grid_record",
     "methods",

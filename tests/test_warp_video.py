@@ -397,3 +397,14 @@ def test_sigterm_removes_the_temporary_folder(tmp_path):
     args = ["--config=configs/warp_video.py:small", "--config.output.mp4=False"]
     _kill_when_writing(str(workdir), args, sig=signal.SIGTERM)
     assert not workdir.exists() or os.listdir(workdir) == []
+
+
+@pytest.mark.parametrize("fps", [-1.0, float("nan"), float("inf")])
+def test_negative_or_non_finite_fps_is_refused_when_planned(tmp_path, fps):
+    """A negative output.fps used to mean "the clip's rate", silently (issue 18, item 9)."""
+    _assert_fails_cleanly(
+        _small(**{"output.fps": fps}),
+        str(tmp_path / "out"),
+        ValueError,
+        r"output.fps must be a finite number >= 0",
+    )
