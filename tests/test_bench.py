@@ -112,3 +112,16 @@ def test_unknown_method_and_flow_raise():
         bench.make_warp("warpy", grid_capacity=3)
     with pytest.raises(ValueError, match="unknown flow"):
         bench.synthetic_flows("spiral", 4, 4, angle_deg=1.0, zoom=1.0, shift=(0, 0))
+
+
+def test_bench_schedule_small_end_to_end(tmp_path):
+    """The plain (deterministic) schedule's CPU cost against the CPU schedule: both rows per method."""
+    bench_schedule = importlib.import_module("experiments.bench_schedule")
+    config = importlib.import_module("configs.bench_schedule").get_config("small")
+    config.methods = ("particle",)
+    rows = bench_schedule.run(config, str(tmp_path))
+    assert [r["schedule"] for r in rows] == ["cpu", "plain"]
+    for r in rows:
+        assert _positive(r["median ms"]) and _positive(r["ratio to random.normal"])
+    assert rows[0]["plain / cpu"] == 1.0
+    assert (tmp_path / "bench_schedule.md").read_text().count("| particle") == 2
