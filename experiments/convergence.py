@@ -4,7 +4,7 @@
 
 The law of a warp is fixed by the covariance of the new noise with the old one. For the grid
 variant it is known exactly from its partition record, ``E_grid[Y_d X_s] = a_ds / sqrt(A_d)``
-(DESIGN.md section 2). For Chang et al. with ``N x N`` sub-pixels it is measured, on the pairs
+(docs/DESIGN.md section 2). For Chang et al. with ``N x N`` sub-pixels it is measured, on the pairs
 ``(d, s)`` with ``s`` in the 3x3 window of old cells of the grid record of ``d`` (which holds the
 support of both warps), in two ways:
 

@@ -2,7 +2,7 @@
 
 ``Y_d = sum_s inc_ds / sqrt(A_d)`` with order-free bridge increments
 ``inc_ds = a_ds X_s + z_ds - a_ds S_s``, ``z_ds = sqrt(a_ds) g_ds`` and
-``S_s = sum_d z_ds + sqrt(1 - sum_d a_ds) g_s`` (DESIGN.md section 2); fresh N(0, 1) where
+``S_s = sum_d z_ds + sqrt(1 - sum_d a_ds) g_s`` (docs/DESIGN.md section 2); fresh N(0, 1) where
 ``A_d = 0``. The sums over repeated indices and the tail's static prefixes are scheduled by
 :mod:`irwarp._schedule` (scatter-adds and a ``lax.switch`` on CPU; sorted segment sums and the whole
 tail elsewhere).
@@ -59,7 +59,7 @@ def _apply_flat(
 ) -> jax.Array:
     """Warp float32 noise ``(*G, F)`` by ``record`` (grid ``G = record.shape``, 2D or 3D).
 
-    The Brownian-bridge scatter of DESIGN.md section 2 over the ``prod(G)`` flat cells, in two
+    The Brownian-bridge scatter of docs/DESIGN.md section 2 over the ``prod(G)`` flat cells, in two
     passes: ``S_s`` (the sum of each source's piece normals and remainder) by sums over the
     sources, then ``Y_d`` by gathers and sums over the destinations. The structured head is
     processed slot by slot: ``n`` pieces whose source (layout ``"src"``) or destination

@@ -1,6 +1,6 @@
 """Private sampling helpers shared by records, baselines, flows and stats.
 
-Conventions (DESIGN.md section 1): pixel ``(i, j)`` is the unit square ``[j, j+1] x [i, i+1]``, its
+Conventions (docs/DESIGN.md section 1): pixel ``(i, j)`` is the unit square ``[j, j+1] x [i, i+1]``, its
 centre is ``(j + 0.5, i + 0.5)``; fields are sampled between pixel centres by bilinear interpolation,
 clamped to the edge outside the centre lattice.
 """
@@ -72,7 +72,7 @@ def sanitize_flow(flow: jnp.ndarray, h: int, w: int) -> jnp.ndarray:
 
     A displacement larger than ``4 (H + W)`` moves a point far outside the frame whatever its
     exact value, so clamping it changes nothing that lands inside the image. NaN stays NaN, and
-    +-Inf becomes NaN (both mean "disoccluded", DESIGN.md / issue rule).
+    +-Inf becomes NaN (both mean "disoccluded", docs/DESIGN.md / issue rule).
     """
     flow = jnp.asarray(flow, jnp.float32)
     bound = 4.0 * (h + w) + 16.0

@@ -113,7 +113,7 @@ def chang_warp(
       ``(H, W, F)`` warped noise.
 
     References:
-      Chang et al., ICLR 2024, integral noise warping; DESIGN.md section 3.
+      Chang et al., ICLR 2024, integral noise warping; docs/DESIGN.md section 3.
     """
     n = _check_int_option("upsample", upsample, 1)
     cap = _check_int_option("capacity", capacity, 2)

@@ -2,7 +2,7 @@
 
 Given the integral ``X`` of white noise over a unit cell, the integrals over disjoint pieces of the
 cell with areas ``a_1 .. a_K`` (``sum a <= 1``) are the increments of a Brownian bridge on ``[0, 1]``
-from 0 to ``X`` over consecutive intervals of those lengths (DESIGN.md section 2). We sample them
+from 0 to ``X`` over consecutive intervals of those lengths (docs/DESIGN.md section 2). We sample them
 order-free: ``Z_k ~ N(0, a_k)``, ``Z_rest ~ N(0, 1 - sum a)``, ``S = sum Z + Z_rest`` and
 ``inc_k = a_k X + (Z_k - a_k S)``. Every permutation of the pieces gives the same law, so the result
 never depends on the order in which pieces were found (or on thread order).
@@ -59,7 +59,7 @@ def bridge_increments(key: jax.Array, total: jnp.ndarray, areas: jnp.ndarray) ->
       ``(..., K)`` float array of increments, in the result dtype of ``total`` and ``areas``.
 
     References:
-      Deng et al. 2025 (arXiv:2411.01212), section 3; DESIGN.md section 2.
+      Deng et al. 2025 (arXiv:2411.01212), section 3; docs/DESIGN.md section 2.
     """
     total = jnp.asarray(total)
     areas = jnp.asarray(areas)

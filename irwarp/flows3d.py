@@ -1,7 +1,7 @@
 """3D flows (kept for compatibility): the names now live in :mod:`irwarp.flows`.
 
 :mod:`irwarp.flows` holds the flows of images and volumes together, organised by concept; this
-module re-exports the 3D names it used to define (conventions there: DESIGN.md section 1 extended
+module re-exports the 3D names it used to define (conventions there: docs/DESIGN.md section 1 extended
 by ``z``, flows ``(D, H, W, 3)`` with vectors ``(dx, dy, dz)``). New code should use
 :mod:`irwarp.flows`.
 """

@@ -1,7 +1,7 @@
 """Partition records: the geometry of a warp as flat ``(src, dst, area)`` triples. No randomness.
 
 A record depends only on the flow, so one record serves every channel, every batch element and
-every diffusion step of a frame (DESIGN.md section 2). Its arrays have static length ``M``; padding
+every diffusion step of a frame (docs/DESIGN.md section 2). Its arrays have static length ``M``; padding
 pieces have area 0. One :class:`PartitionRecord` serves images ``(H, W)`` and volumes
 ``(D, H, W)``. Builders:
 
@@ -14,7 +14,7 @@ pieces have area 0. One :class:`PartitionRecord` serves images ``(H, W)`` and vo
   with bilinear (trilinear) overlaps.
 
 The particle and splat builders share one rank-generic overlap of unit cells (``2**nd`` pieces per
-cell). Volumes follow DESIGN.md section 1 extended by ``z``: voxel ``(k, i, j)`` is the unit cube
+cell). Volumes follow docs/DESIGN.md section 1 extended by ``z``: voxel ``(k, i, j)`` is the unit cube
 ``[j, j+1] x [i, i+1] x [k, k+1]``, its flat index is ``(k * H + i) * W + j`` and a 3D flow vector
 is ``(dx, dy, dz)``. There is no 3D grid (exact-volume) record; the README explains why.
 
@@ -297,7 +297,7 @@ def _grid_points(
 def flow_at_offsets(flow: jax.Array, offsets: np.ndarray) -> jax.Array:
     """Backward flow at ``(j + ox, i + oy)`` for every pixel and every static offset.
 
-    Bilinear interpolation between pixel centres, clamped to the edge (DESIGN.md section 1),
+    Bilinear interpolation between pixel centres, clamped to the edge (docs/DESIGN.md section 1),
     evaluated with static stencils on an edge-padded copy, so it costs a few fused adds. Non-finite
     flow samples are ignored and the remaining weights renormalised; a point with no finite sample
     is NaN.
@@ -497,7 +497,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
       * A folded (self-intersecting or mirrored) polygon enters with the absolute value of its
         signed overlap with each cell, clipped to ``[0, 1]``: never negative.
       * Non-injective maps: a source whose areas sum to more than 1 has them divided by their sum
-        (the fail-safe, DESIGN.md section 3); ``record.source_use`` shows where.
+        (the fail-safe, docs/DESIGN.md section 3); ``record.source_use`` shows where.
       * A pixel with a non-finite flow at any of its polygon points (NaN/Inf flow) gets no pieces,
         so it is disoccluded and receives fresh noise.
 
@@ -531,7 +531,7 @@ def grid_record(flow: jax.Array, *, capacity: int = 3, edge_points: int = 2) -> 
       ``H * W * fanout`` (layout ``"dst_slot"``) and a packed tail of the rest.
 
     References:
-      Deng et al. 2025 (arXiv:2411.01212), grid-based algorithm; DESIGN.md section 3.
+      Deng et al. 2025 (arXiv:2411.01212), grid-based algorithm; docs/DESIGN.md section 3.
     """
     flow = _check_flow(flow)
     cap = _check_int_option("capacity", capacity, 1)
@@ -659,7 +659,7 @@ def sanitize_flow3d(flow: jax.Array) -> jax.Array:
 
     A displacement beyond ``4 (D + H + W) + 16`` voxels lands outside the volume whatever its
     exact value, so the clamp changes nothing inside and keeps later arithmetic finite. NaN (and
-    +-Inf) mean "disoccluded" (DESIGN.md section 1).
+    +-Inf) mean "disoccluded" (docs/DESIGN.md section 1).
 
     Args:
       flow: ``(D, H, W, 3)`` flow, any real dtype.
@@ -795,7 +795,7 @@ def particle_record(flow: jax.Array) -> PartitionRecord:
       ValueError: if ``flow`` is not ``(H, W, 2)`` or not real-valued.
 
     References:
-      Deng et al. 2025 (arXiv:2411.01212), particle-based algorithm; DESIGN.md section 3.
+      Deng et al. 2025 (arXiv:2411.01212), particle-based algorithm; docs/DESIGN.md section 3.
     """
     return _particle(_check_flow(flow))
 
@@ -843,7 +843,7 @@ def splat_record(forward_flow: jax.Array) -> PartitionRecord:
       ValueError: if ``forward_flow`` is not ``(H, W, 2)`` or not real-valued.
 
     References:
-      DESIGN.md section 3 (forward splat); Deng et al. 2025 (arXiv:2411.01212).
+      docs/DESIGN.md section 3 (forward splat); Deng et al. 2025 (arXiv:2411.01212).
     """
     return _splat(_check_flow(forward_flow, "forward_flow"))
 
@@ -869,7 +869,7 @@ def splat3d_record(forward_flow: jax.Array) -> PartitionRecord:
       ValueError: if ``forward_flow`` is not ``(D, H, W, 3)`` or not real-valued.
 
     References:
-      DESIGN.md section 3 (forward splat), with trilinear overlaps; Deng et al. 2025
+      docs/DESIGN.md section 3 (forward splat), with trilinear overlaps; Deng et al. 2025
       (arXiv:2411.01212).
     """
     return _splat(_check_flow(forward_flow, "forward_flow", ndim=3))

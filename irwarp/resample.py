@@ -1,6 +1,6 @@
 """Integral resampling of noise in space (down and up) and in time, and of flows.
 
-Integral noise is the integral of a white-noise field over each pixel (DESIGN.md section 2). The
+Integral noise is the integral of a white-noise field over each pixel (docs/DESIGN.md section 2). The
 integral over a ``k x k`` block of pixels is the sum of their values, of variance ``k^2``, so
 ``sum / k`` is again exactly N(0, 1), and distinct blocks are independent: downsampling i.i.d.
 N(0, 1) noise this way gives i.i.d. N(0, 1) noise at ``1/k`` the resolution. It is the noise an
@@ -91,7 +91,7 @@ def downsample(noise: jax.Array, k: int) -> jax.Array:
         point, or ``H`` or ``W`` is not divisible by ``k``.
 
     References:
-      Deng et al. 2025 (arXiv:2411.01212); DESIGN.md section 2.
+      Deng et al. 2025 (arXiv:2411.01212); docs/DESIGN.md section 2.
     """
     k = _check_factor(k)
     noise = jnp.asarray(noise)
@@ -167,7 +167,7 @@ def upsample(key: jax.Array, noise: jax.Array, k: int) -> jax.Array:
 
     References:
       Chang et al., How I Warped Your Noise, ICLR 2024 (conditional upsampling of integral noise);
-      Deng et al. 2025 (arXiv:2411.01212); DESIGN.md section 2.
+      Deng et al. 2025 (arXiv:2411.01212); docs/DESIGN.md section 2.
     """
     k = _check_factor(k)
     noise = jnp.asarray(noise)
@@ -199,7 +199,7 @@ def upsample_flow(flow: jax.Array, k: int) -> jax.Array:
     """Backward flow on the ``k``-times finer grid that describes the same continuous motion.
 
     The coarse backward map ``psi`` is defined everywhere by bilinear interpolation of the flow
-    between coarse pixel centres (clamped to the edge; DESIGN.md section 1). In fine pixel units
+    between coarse pixel centres (clamped to the edge; docs/DESIGN.md section 1). In fine pixel units
     the same map is ``psi_k(p) = k psi(p / k)``, so the fine flow at fine centre ``p`` is
     ``k flow(p / k)``. NaN (disoccluded) coarse pixels are ignored in the interpolation; a fine
     pixel whose four coarse samples are all NaN is NaN. :func:`downsample_flow` of the result

@@ -62,7 +62,7 @@ References:
   Deng et al., Infinite-Resolution Integral Noise Warping for Diffusion Models, ICLR 2025
   (arXiv:2411.01212); Chang et al., How I Warped Your Noise, ICLR 2024 (sub-pixel rule);
   Li et al., Scalable Gradients for Stochastic Differential Equations, AISTATS 2020 (virtual
-  Brownian tree); DESIGN.md section 2 (Brownian bridges).
+  Brownian tree); docs/DESIGN.md section 2 (Brownian bridges).
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def node_values(
       ValueError: on a bad level, noise or index shapes.
 
     References:
-      Li et al. 2020 (virtual Brownian tree); DESIGN.md section 2.
+      Li et al. 2020 (virtual Brownian tree); docs/DESIGN.md section 2.
     """
     level = _check_depth(level, "level")
     noise0 = _check_noise(noise0)

@@ -1,6 +1,6 @@
 """Gaussianity and temporal-coherence diagnostics for warped noise, as pure functions.
 
-A warped noise frame should be i.i.d. N(0, 1) over pixels and channels (DESIGN.md section 4,
+A warped noise frame should be i.i.d. N(0, 1) over pixels and channels (docs/DESIGN.md section 4,
 point 2) and, for a coherent warp, strongly correlated with the previous frame resampled along
 the flow. The functions here measure both:
 

@@ -4,7 +4,7 @@ Optional extras: OpenCV (``opencv-python-headless``) for flow and resizing, ``im
 ``imageio-ffmpeg`` for decoding videos, ``pillow`` for folders of frames. They are imported inside
 the functions that need them, so ``import irwarp`` works without them.
 
-Conventions (DESIGN.md section 1). Frames are ``(H, W, 3)`` uint8 RGB. :func:`estimate_flow`
+Conventions (docs/DESIGN.md section 1). Frames are ``(H, W, 3)`` uint8 RGB. :func:`estimate_flow`
 ``(frame, reference)`` returns the flow with ``frame(p) ~ reference(p + flow(p))``, which is
 OpenCV's ``(prev, next)`` convention. Hence
 
@@ -693,10 +693,10 @@ def warp_image(
     """Bilinear resample of an image at ``psi(centre) = centre + flow``: frame ``t`` -> ``t+1``.
 
     ``out[..., i, j, :] = image(j + 0.5 + dx, i + 0.5 + dy)`` with ``(dx, dy) = flow[..., i, j]``,
-    the image interpolated bilinearly between pixel centres (DESIGN.md section 1). This moves
+    the image interpolated bilinearly between pixel centres (docs/DESIGN.md section 1). This moves
     content the way :func:`irwarp.warp` moves noise along the same backward flow: for an integer
     translation it equals ``irwarp.warp(..., method="nearest")`` wherever the source is inside
-    the frame (DESIGN.md section 4.6), and it is OpenCV's ``cv2.remap(image, x - 0.5, y - 0.5,
+    the frame (docs/DESIGN.md section 4.6), and it is OpenCV's ``cv2.remap(image, x - 0.5, y - 0.5,
     INTER_LINEAR)`` (OpenCV puts centres at integer coordinates). Use it to warp a generated
     frame ``t`` onto frame ``t+1`` for warping-error metrics, with ``flow`` the backward flow of
     frame ``t+1`` (``estimate_flow(frame_{t+1}, frame_t)``).
@@ -725,7 +725,7 @@ def warp_image(
         unknown border rule.
 
     References:
-      DESIGN.md sections 1 and 4.6 (backward map and flow direction).
+      docs/DESIGN.md sections 1 and 4.6 (backward map and flow direction).
     """
     if border not in BORDERS:
         raise ValueError(f"border must be one of {BORDERS}; got {border!r}")

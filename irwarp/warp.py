@@ -9,7 +9,7 @@ All randomness of irwarp lives here (and in :mod:`irwarp.bridge` / :mod:`irwarp.
 :mod:`irwarp.sheet`). The warp of noise ``X`` by a record is ``Y_d = sum_s inc_ds / sqrt(A_d)``
 where ``inc_ds`` are Brownian bridge increments of ``X_s`` over the pieces of cell ``s`` and
 ``A_d = sum_s a_ds``; pixels with ``A_d = 0`` (disoccluded) get fresh N(0, 1) noise
-(DESIGN.md section 2).
+(docs/DESIGN.md section 2).
 
 The public calls compile themselves: :func:`warp`, :func:`warp_forward` and :func:`apply_record`
 check their arguments in Python (before any work) and then run one ``jax.jit``-compiled function
@@ -225,7 +225,7 @@ def apply_record(key: jax.Array, noise: jax.Array, record: PartitionRecord) -> j
         noise that does not fit it.
 
     References:
-      Deng et al. 2025 (arXiv:2411.01212); DESIGN.md section 2.
+      Deng et al. 2025 (arXiv:2411.01212); docs/DESIGN.md section 2.
     """
     if not isinstance(record, PartitionRecord):
         raise ValueError(f"record must be a PartitionRecord; got {type(record).__name__}")
@@ -259,7 +259,7 @@ def warp(
     """Warp integral noise along a backward flow.
 
     ``Y_d = W(psi(cell_d)) / sqrt(|psi(cell_d)|)`` where ``X_s = W(cell_s)`` and
-    ``psi(p) = p + flow(p)`` maps frame ``t+1`` into frame ``t`` (DESIGN.md sections 1-3).
+    ``psi(p) = p + flow(p)`` maps frame ``t+1`` into frame ``t`` (docs/DESIGN.md sections 1-3).
 
     Volumes work the same way, one axis more: a flow whose last axis has length 3 is a 3D flow
     ``(dx, dy, dz)`` over voxels ``(k, i, j)`` (the unit cube ``[j, j+1] x [i, i+1] x [k, k+1]``),
@@ -325,7 +325,7 @@ def warp_forward(key: jax.Array, noise: jax.Array, forward_flow: jax.Array) -> j
       ValueError: on a bad key, wrong ranks or shapes, or integer noise.
 
     References:
-      DESIGN.md section 3 (forward splat).
+      docs/DESIGN.md section 3 (forward splat).
     """
     key = check_key(key)
     noise = check_noise(noise)

@@ -1,9 +1,9 @@
-"""Slow, obviously-correct numpy reference for the warp geometry (DESIGN.md sections 1-3).
+"""Slow, obviously-correct numpy reference for the warp geometry (docs/DESIGN.md sections 1-3).
 
 Independent of irwarp: nothing here imports the library. Everything is float64 and written with
 plain loops, for images of about 10 x 10 pixels at most.
 
-Conventions (DESIGN.md section 1): pixel ``(i, j)`` is the unit square ``[j, j+1] x [i, i+1]`` in
+Conventions (docs/DESIGN.md section 1): pixel ``(i, j)`` is the unit square ``[j, j+1] x [i, i+1]`` in
 ``(x, y)``; its flat index is ``i * W + j``; a flow vector is ``(dx, dy)``. The backward map is
 ``psi(p) = p + flow(p)``, the flow being interpolated bilinearly between pixel centres and clamped to
 the edge outside the centre lattice.

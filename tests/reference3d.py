@@ -3,7 +3,7 @@
 Independent of irwarp: nothing here imports the library. Everything is float64 and written with
 plain loops over every (new voxel, old voxel) pair, for volumes of about 100 voxels.
 
-Conventions (DESIGN.md section 1, extended by ``z``): voxel ``(k, i, j)`` is the unit cube
+Conventions (docs/DESIGN.md section 1, extended by ``z``): voxel ``(k, i, j)`` is the unit cube
 ``[j, j+1] x [i, i+1] x [k, k+1]`` in ``(x, y, z)``; its flat index is ``(k * H + i) * W + j``; a
 flow vector is ``(dx, dy, dz)``. A voxel whose flow has a non-finite component has no footprint.
 

@@ -1,4 +1,4 @@
-"""Brownian-bridge increments: exact sums and the conditional law of DESIGN.md section 2."""
+"""Brownian-bridge increments: exact sums and the conditional law of docs/DESIGN.md section 2."""
 
 import jax
 import jax.numpy as jnp

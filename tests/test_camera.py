@@ -1,6 +1,6 @@
 """Camera flows: depth + intrinsics + relative pose -> flow (irwarp.flows camera helpers).
 
-Conventions (DESIGN.md section 1 and irwarp.flows): pixel centres at ``(j + 0.5, i + 0.5)``, ``y``
+Conventions (docs/DESIGN.md section 1 and irwarp.flows): pixel centres at ``(j + 0.5, i + 0.5)``, ``y``
 down; camera axes ``x`` right, ``y`` down, ``z`` forward; ``X' = R X + t`` maps this camera's
 coordinates to the other camera's. A camera that moves by ``c`` has ``t = -c`` (for ``R = I``).
 Derivation of the expected flows: a point at depth ``Z`` on the ray of pixel ``p`` is
@@ -77,7 +77,7 @@ def test_translation_over_fronto_parallel_plane_is_uniform(axis, sign):
 
 
 def test_camera_translation_moves_the_noise_the_right_way():
-    """End to end (DESIGN.md section 4, point 6): a camera moving right by f c / Z = 2 px moves the
+    """End to end (docs/DESIGN.md section 4, point 6): a camera moving right by f c / Z = 2 px moves the
     picture 2 px to the left; the forward splat (depth of frame t, pose t -> t+1) and the backward
     grid warp (depth of frame t+1, pose t+1 -> t) both shift the noise exactly."""
     k = _k()

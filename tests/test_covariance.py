@@ -1,6 +1,6 @@
 """Partition-record areas and warp covariances against an independent numpy reference.
 
-DESIGN.md section 4, items 2-4: the records of ``grid``, ``particle`` and ``splat`` hold the areas
+docs/DESIGN.md section 4, items 2-4: the records of ``grid``, ``particle`` and ``splat`` hold the areas
 of section 3 (checked entry by entry against ``tests/reference.py``, which shares no code with
 irwarp), and the warped noise has ``E[Y_d X_s] = a_ds / sqrt(A_d)``, unit variance and (where the
 design promises it) no correlation between output pixels, measured by Monte Carlo with fixed keys
@@ -317,7 +317,7 @@ WHITE_CASES = [("grid", n) for n in INJECTIVE + ["mirror", "fold"]] + [
 def test_output_is_white(method, name):
     """Unit variance per pixel and no correlation between pixels.
 
-    DESIGN.md promises this for grid on injective maps and for particle / splat on any map; with
+    docs/DESIGN.md promises this for grid on injective maps and for particle / splat on any map; with
     the fail-safe every cell's pieces add up to at most 1, so grid is white on the fold too.
     """
     _, gram = _moments(method, name)
@@ -336,7 +336,7 @@ def test_cross_covariance_detects_negated_flow(method, name):
 
 
 def test_cross_covariance_tells_particle_from_grid_under_rotation():
-    """Particle's covariance differs from the exact areas under rotation (DESIGN.md section 3)."""
+    """Particle's covariance differs from the exact areas under rotation (docs/DESIGN.md section 3)."""
     est, _ = _moments("particle", "rotate15")
     rho_grid = ref.cross_covariance(ref.grid_areas(FLOWS["rotate15"]))
     assert _max_z_cross(est, rho_grid) > 10 * Z_TOL
@@ -382,7 +382,7 @@ def _chang_errors(n: int) -> tuple[float, float, float]:
 
 
 def test_chang_converges_to_grid_covariance():
-    """Max error and RMS bias of Chang et al. shrink from N = 1 to 4 to 16 (DESIGN.md 4.4)."""
+    """Max error and RMS bias of Chang et al. shrink from N = 1 to 4 to 16 (docs/DESIGN.md 4.4)."""
     e1, _, b1 = _chang_errors(1)
     e4, _, b4 = _chang_errors(4)
     e16, z16, b16 = _chang_errors(16)

@@ -1,4 +1,4 @@
-"""Warped noise is i.i.d. N(0, 1) (DESIGN.md section 4, item 2) on the whole flow zoo.
+"""Warped noise is i.i.d. N(0, 1) (docs/DESIGN.md section 4, item 2) on the whole flow zoo.
 
 Every statistic is checked by ``irwarp.stats.whiteness_checks`` with tolerances of 5 standard errors
 derived from the sample size, on fixed keys.

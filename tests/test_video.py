@@ -256,7 +256,7 @@ def _pattern(h, w, c=3):
 
 @pytest.mark.parametrize("dx,dy", [(3, 0), (-3, 0), (0, 2), (0, -2), (2, -1)])
 def test_warp_image_integer_shift_moves_like_the_noise_warps(dx, dy):
-    """Backward flow (dx, dy): out[i, j] = image[i + dy, j + dx] (DESIGN.md section 1), exactly
+    """Backward flow (dx, dy): out[i, j] = image[i + dy, j + dx] (docs/DESIGN.md section 1), exactly
     irwarp.warp(..., method="nearest") wherever the source is inside the frame."""
     h, w = 10, 12
     image = _pattern(h, w)

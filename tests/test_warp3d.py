@@ -1,6 +1,6 @@
 """3D warping: volumes ``(..., D, H, W, C)`` with 3D flows ``(..., D, H, W, 3)``.
 
-DESIGN.md section 4 for volumes, particle (trilinear) and forward splat: identity and integer
+docs/DESIGN.md section 4 for volumes, particle (trilinear) and forward splat: identity and integer
 shifts are exact (fresh noise only where voxels enter), the noise moves the right way along every
 axis, the output is white on a zoo of 3D flows (degenerate ones included), the records hold the
 trilinear overlap volumes of ``tests/reference3d.py`` (which shares no code with irwarp) and
@@ -134,7 +134,7 @@ def test_integer_shift_is_exact(method, axis, sign):
 @pytest.mark.parametrize("sign", (1.0, -1.0))
 def test_fractional_motion_moves_the_right_way(method, axis, sign):
     """A 3/8 voxel shift: Y correlates 5/8 with the voxel under it, 3/8 with the next one along the
-    flow and 0 with the one on the other side (DESIGN.md section 4, item 6)."""
+    flow and 0 with the one on the other side (docs/DESIGN.md section 4, item 6)."""
     c = 4096
     x = _noise(3, (3, 4, 5, c))
     vec = [0.0, 0.0, 0.0]

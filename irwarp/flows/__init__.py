@@ -1,6 +1,6 @@
 """Flows of images and volumes: conventions, synthetic flows, flow algebra, cameras and ``.flo`` IO.
 
-Conventions (DESIGN.md section 1): arrays are channels-last; pixel ``(i, j)`` is the unit square
+Conventions (docs/DESIGN.md section 1): arrays are channels-last; pixel ``(i, j)`` is the unit square
 ``[j, j+1] x [i, i+1]`` with centre ``p = (j + 0.5, i + 0.5)``; ``x`` grows to the right and ``y``
 downwards; a flow vector is ``(dx, dy)``. Every flow built here is the **backward flow** of frame
 ``t+1``: ``flow[i, j] = (dx, dy)`` means the point at pixel ``(i, j)``'s centre in frame ``t+1`` came

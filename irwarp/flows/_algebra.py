@@ -1,7 +1,7 @@
 """Flow algebra: positions, composition, inversion, masking, and sampling between cell centres.
 
 Between cell centres a flow is interpolated bilinearly (trilinearly for volumes), clamped to the
-edge (DESIGN.md section 1).
+edge (docs/DESIGN.md section 1).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def sample_trilinear(field: ArrayLike, x: ArrayLike, y: ArrayLike, z: ArrayLike)
     """Trilinear interpolation of ``field`` between voxel centres, clamped to the edge.
 
     ``f(p) = sum_corners w_corner f[k, i, j]`` over the 8 centres around ``p`` (after clamping
-    ``p`` onto the lattice of centres), the 3D form of DESIGN.md section 1's bilinear rule.
+    ``p`` onto the lattice of centres), the 3D form of docs/DESIGN.md section 1's bilinear rule.
 
     Args:
       field: ``(D, H, W, F)`` values at voxel centres.

@@ -49,7 +49,7 @@ def intrinsics(fx: ArrayLike, fy: ArrayLike, cx: ArrayLike, cy: ArrayLike) -> ja
     """Pinhole intrinsic matrix ``K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``.
 
     A camera-space point ``(X, Y, Z)`` projects to ``(u, v) = (fx X / Z + cx, fy Y / Z + cy)`` in
-    the continuous pixel coordinates of DESIGN.md section 1 (pixel ``(i, j)`` has its centre at
+    the continuous pixel coordinates of docs/DESIGN.md section 1 (pixel ``(i, j)`` has its centre at
     ``(j + 0.5, i + 0.5)``), so the image centre of an ``H x W`` image is ``(W / 2, H / 2)``.
 
     Args:

@@ -1,6 +1,6 @@
 """Synthetic flows of images and volumes: rigid, affine, smooth, degenerate, and the zoos.
 
-Every flow here is a backward flow (DESIGN.md section 1): ``(H, W, 2)`` with vectors ``(dx, dy)``
+Every flow here is a backward flow (docs/DESIGN.md section 1): ``(H, W, 2)`` with vectors ``(dx, dy)``
 for images, ``(D, H, W, 3)`` with ``(dx, dy, dz)`` for volumes. The geometric constructors are
 parametrised by what the *content* does between frame ``t`` and frame ``t+1``; the flow they return
 is the inverse of that motion. Each 3D constructor sits next to its 2D counterpart.

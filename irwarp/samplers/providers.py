@@ -15,7 +15,7 @@ frame 0's noise with ``init`` and frame ``t``'s from frame ``t - 1``'s with ``ne
   backward flow with an :func:`irwarp.warp` method. For ``grid`` and ``particle`` the partition
   record is built once per frame and applied to the stacked ``(S + 1, ..., H, W, C)`` noise, which
   :func:`irwarp.apply_record` folds into one feature axis: one record serves every step, batch
-  element and channel (DESIGN.md section 2). ``warp_initial_only=True`` warps only the initial
+  element and channel (docs/DESIGN.md section 2). ``warp_initial_only=True`` warps only the initial
   noise and draws the per-step noise fresh (an ablation).
 
 Keys. Frame ``t`` uses ``k_t = fold_in(key, t)`` split into ``(k_initial, k_steps, k_warp)``, so
@@ -223,7 +223,7 @@ class WarpedProvider(_Base):
     The provider drives the method's noise stream (:mod:`irwarp.stream`) over the stacked
     ``(S + 1, ..., H, W, C)`` noise with the frame key ``k_warp`` of frame ``t``: for ``grid`` and
     ``particle`` one partition record per frame serves every step, batch element and channel
-    (DESIGN.md section 2).
+    (docs/DESIGN.md section 2).
 
     Attributes:
       method: static; a backward-flow chain method of the registry (``"grid"``, ``"particle"``,
@@ -282,7 +282,7 @@ class WarpedProvider(_Base):
           A :class:`FrameNoise` shaped like ``prev``.
 
         References:
-          Deng et al. 2025; DESIGN.md sections 2-3.
+          Deng et al. 2025; docs/DESIGN.md sections 2-3.
         """
         flow = _check_prev_flow(prev, flow)
         carried = prev.initial[None] if self.warp_initial_only else prev.stacked()
