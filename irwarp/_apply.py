@@ -44,8 +44,8 @@ def _sqrt0_jvp(primals, tangents):
     return root, jnp.where(pos, 0.5 / jnp.where(pos, root, 1.0), 0.0) * da
 
 
-def _tail_sizes(record: PartitionRecord) -> tuple[int, ...]:
-    """Static tail prefixes that :func:`_apply_flat` may process: 1 and 4 blocks, or all of it."""
+def tail_sizes(record: PartitionRecord) -> tuple[int, ...]:
+    """Static tail prefixes that :func:`apply_flat` may process: 1 and 4 blocks, or all of it."""
     total = record.num_pieces - record.num_head
     if record.tail_count is None or total == 0:
         return (total,)
@@ -54,7 +54,7 @@ def _tail_sizes(record: PartitionRecord) -> tuple[int, ...]:
 
 
 @_schedule.scheduled
-def _apply_flat(
+def apply_flat(
     key: jax.Array, x: jax.Array, record: PartitionRecord, tail: int | None = None
 ) -> jax.Array:
     """Warp float32 noise ``(*G, F)`` by ``record`` (grid ``G = record.shape``, 2D or 3D).
@@ -67,7 +67,7 @@ def _apply_flat(
     CPU each sum is written per slot so XLA fuses the gathers into one loop per output instead of
     keeping ``(M, F)`` temporaries (and a ``reduce`` over a reshaped axis, which it does not
     vectorise). A record with a packed tail (``tail_count``) has its tail applied, on CPU, with
-    the shortest static prefix that holds every piece in use (:func:`_tail_sizes`,
+    the shortest static prefix that holds every piece in use (:func:`tail_sizes`,
     :func:`irwarp._schedule.prefix_switch` around the tail's part only), elsewhere whole; the
     tail's normals come in fixed blocks, so every prefix gives the same values and the choice only
     changes the cost. A static ``tail`` forces that prefix (tests).
@@ -122,7 +122,7 @@ def _apply_flat(
     else:
         s_sum, y, a_dst = _schedule.prefix_switch(
             record.tail_count,
-            _tail_sizes(record),
+            tail_sizes(record),
             lambda t: functools.partial(finish, t),
             s_sum,
             a_src,

@@ -32,15 +32,7 @@ import jax.numpy as jnp
 
 from irwarp import _layout, baselines, records, records3d, sheet
 from irwarp import methods as methods_lib
-
-# The bridge sums live in irwarp._apply; re-exported under their old names (tests use them).
-from irwarp._apply import (  # noqa: F401
-    _REMAINDER_EPS,
-    _add_at,
-    _apply_flat,
-    _increments,
-    _tail_sizes,
-)
+from irwarp._apply import apply_flat
 from irwarp._inputs import check_flow_for, check_key, check_noise
 from irwarp.methods import Method, Option, integer, positive_real
 from irwarp.records import PartitionRecord
@@ -140,7 +132,7 @@ def chain_warp_fn(method: Method, rank: int) -> Callable:
 
 
 def _record_warp(builder, key, x, flow, **options):
-    return _apply_flat(key, x, builder(flow, **options))
+    return apply_flat(key, x, builder(flow, **options))
 
 
 def _dispatch(key, noise, flow, fn, options):
@@ -250,7 +242,7 @@ def apply_record(key: jax.Array, noise: jax.Array, record: PartitionRecord) -> j
 @jax.jit
 def _apply_record_jit(key, noise, record):
     x, unfold = _layout.fold(noise, len(record.shape))
-    return unfold(_apply_flat(key, x, record))
+    return unfold(apply_flat(key, x, record))
 
 
 def warp(

@@ -12,7 +12,7 @@ from scipy import stats as sps
 import irwarp
 from irwarp import _random
 
-warp_module = importlib.import_module("irwarp.warp")
+apply_module = importlib.import_module("irwarp._apply")
 
 
 def test_threefry_matches_jax():
@@ -96,13 +96,13 @@ def test_grid_tail_prefixes_give_identical_output(name, small_grids_switch):
         assert count > 4 * rec.tail_block  # only the whole tail holds it
     x = jax.random.normal(jax.random.key(0), (h, w, 3))
     key = jax.random.key(1)
-    full = warp_module._apply_flat(key, x, rec, rec.num_pieces - head)
-    sizes = [s for s in warp_module._tail_sizes(rec) if s >= count]
+    full = apply_module.apply_flat(key, x, rec, rec.num_pieces - head)
+    sizes = [s for s in apply_module.tail_sizes(rec) if s >= count]
     assert sizes
-    assert len(warp_module._tail_sizes(rec)) == 3  # the switch is exercised
+    assert len(apply_module.tail_sizes(rec)) == 3  # the switch is exercised
     # Op by op, every prefix that holds the pieces in use gives the same bits.
     for s in sizes:
-        np.testing.assert_array_equal(warp_module._apply_flat(key, x, rec, s), full)
+        np.testing.assert_array_equal(apply_module.apply_flat(key, x, rec, s), full)
     # apply_record picks one prefix under lax.switch, compiled: equal up to float rounding.
     np.testing.assert_allclose(irwarp.apply_record(key, x, rec), full, rtol=0, atol=2e-6)
     np.testing.assert_allclose(jax.jit(irwarp.apply_record)(key, x, rec), full, rtol=0, atol=2e-6)
