@@ -69,12 +69,12 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
 
 from irwarp import _layout, _sampling, _schedule
+from irwarp import methods as methods_lib
 from irwarp._random import threefry_words as _threefry_words
 from irwarp._random import u32 as _u32
 from irwarp._random import uniform_normal as _uniform_normal
@@ -122,24 +122,11 @@ _FAST_LAST = (0.6,)
 
 
 def _check_depth(depth, name: str = "depth") -> int:
-    if (
-        not isinstance(depth, numbers.Integral)
-        or isinstance(depth, bool)
-        or not 0 <= depth <= MAX_DEPTH
-    ):
-        raise ValueError(f"{name} must be an integer in [0, {MAX_DEPTH}]; got {depth!r}")
-    return int(depth)
+    return methods_lib.integer(0, MAX_DEPTH)(name, depth)
 
 
 def _check_capacity(capacity) -> float:
-    if (
-        isinstance(capacity, bool)
-        or not isinstance(capacity, numbers.Real)
-        or not math.isfinite(capacity)
-        or capacity <= 0
-    ):
-        raise ValueError(f"capacity must be a positive number; got {capacity!r}")
-    return float(capacity)
+    return methods_lib.positive_real("capacity", capacity)
 
 
 def _check_noise(noise) -> jax.Array:
