@@ -212,8 +212,8 @@ class Method:
         if rank not in self.ranks:
             supported = ", ".join(method_names(rank=rank)) or "none"
             raise ValueError(
-                f"method {self.name!r} does not support rank {rank} ({_RANK_WORDS[rank]}); it "
-                f"supports {self.ranks}; methods for rank {rank}: {supported}"
+                f"method {self.name!r} does not support rank {rank} ({_RANK_WORDS[rank]}); "
+                f"supported in {rank}D: {supported}"
             )
         if flow is not None and flow != self.flow:
             raise ValueError(
