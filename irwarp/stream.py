@@ -47,10 +47,9 @@ import jax.numpy as jnp
 
 from irwarp import flows as flows_lib
 from irwarp import methods as methods_lib
-from irwarp import warp as _warp_module  # noqa: F401  (registers the built-in methods)
 from irwarp._inputs import check_flows, check_key, check_noise
 from irwarp.methods import Method
-from irwarp.warp import chain_step
+from irwarp.warp import chain_step  # importing irwarp.warp registers the built-in methods
 
 __all__ = ["NoiseStream", "StreamState", "noise_stream", "warp_sequence"]
 

@@ -99,7 +99,6 @@ def test_providers_take_per_example_flows(name):
     assert nxt.initial.shape == (2, H, W, C) and nxt.steps.shape == (1, 2, H, W, C)
     keys = jax.random.split(KEY, 2)
     for b in range(2):
-        one_prev = jax.tree_util.tree_map(lambda a: a, prev)
         stream = provider.stream
         carried = prev.stacked()[:, b]
         if name == "lagrangian":
@@ -108,7 +107,6 @@ def test_providers_take_per_example_flows(name):
             state = irwarp.StreamState(carried, None, jnp.int32(0))
         _, want = stream.step(keys[b], state, fl[b])
         np.testing.assert_array_equal(nxt.stacked()[:, b], want)
-        del one_prev
     if name == "lagrangian":  # the state carries one composed flow per example
         assert nxt.state.total_flow.shape == (2, H, W, 2)
         again = provider.next(KEY, nxt, 2, fl)
