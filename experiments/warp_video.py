@@ -67,6 +67,7 @@ import irwarp
 from experiments.lib import launch, media, tables
 from experiments.lib import workdir as workdir_lib
 from irwarp import pipeline, resample, video
+from irwarp.files import NpyWriter
 
 NAME = "warp_video"
 STAT_KEYS = ("mean", "var", "ks", "ks_p", "ac_x", "ac_y", "max_cross")
@@ -375,40 +376,6 @@ class Progress:
 # ----------------------------------------------------------------------------- helpers
 
 
-class NpyWriter:
-    """Writes a ``.npy`` of known shape one leading-axis slice at a time, in order.
-
-    Nothing is kept in memory (unlike a memory map, whose written pages stay resident), so a
-    video of any length is written in bounded memory. :meth:`close` checks that the file is full.
-    """
-
-    def __init__(self, path: str, shape: Sequence[int], dtype=np.float32):
-        self.path, self.shape, self.dtype = path, tuple(int(s) for s in shape), np.dtype(dtype)
-        self._file = open(path, "wb")  # closed in close()
-        header = {
-            "descr": np.lib.format.dtype_to_descr(self.dtype),
-            "fortran_order": False,
-            "shape": self.shape,
-        }
-        np.lib.format.write_array_header_1_0(self._file, header)
-        self.count = 0
-
-    def append(self, item: np.ndarray) -> None:
-        a = np.ascontiguousarray(item, self.dtype)
-        if a.shape != self.shape[1:]:
-            raise ValueError(
-                f"{self.path}: expected a slice of shape {self.shape[1:]}; got {a.shape}"
-            )
-        self._file.write(a.tobytes())
-        self.count += 1
-
-    def close(self, check: bool = True) -> None:
-        """Closes the file (again is fine); with ``check``, raises unless every slice came."""
-        self._file.close()
-        if check and self.count != self.shape[0]:
-            raise ValueError(f"{self.path}: expected {self.shape[0]} slices; got {self.count}")
-
-
 @functools.partial(jax.jit, static_argnames=("k",))
 def _latent(x: jax.Array, k: int) -> jax.Array:
     return resample.downsample(x, k)
@@ -630,11 +597,15 @@ class NpySink:
                 self.writers[m + "/latent"].append(fr.latent[m])
 
     def close(self, check: bool = True) -> None:
-        for writer in self.writers.values():
-            writer.close(check=False)
-        if check:
+        """Moves every complete file into place (raises unless all are); without ``check`` (on
+        an error), removes them all."""
+        try:
+            if check:
+                for writer in self.writers.values():
+                    writer.close()  # raises, and removes its file, unless every slice came
+        finally:
             for writer in self.writers.values():
-                writer.close()  # checks that every file is complete
+                writer.abort()  # a no-op for a closed writer
 
 
 class MediaSink:

@@ -1,6 +1,7 @@
 """irwarp: infinite-resolution integral noise warping (Deng et al., ICLR 2025) in JAX."""
 
 from irwarp import (
+    files,
     flows,
     flows3d,
     methods,
@@ -37,6 +38,7 @@ __all__ = [
     "apply_record",
     "bridge_increments",
     "downsample",
+    "files",
     "flows",
     "flows3d",
     "force_schedule",

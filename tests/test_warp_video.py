@@ -309,7 +309,8 @@ def _hidden(workdir):
 
 
 def _kill_when_writing(workdir, args, sig=signal.SIGKILL, timeout=300.0):
-    """Starts the job as a program and sends it ``sig`` once its temporary folder holds a .npy."""
+    """Starts the job as a program and sends it ``sig`` once its temporary folder holds a .npy
+    being written (the writer's hidden ``.noise_<method>.npy.XXXXXXXX.tmp``)."""
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.Popen(
         [sys.executable, "-m", "experiments.warp_video", f"--workdir={workdir}", *args],
@@ -326,7 +327,7 @@ def _kill_when_writing(workdir, args, sig=signal.SIGKILL, timeout=300.0):
                 files = os.listdir(os.path.join(workdir, tmp[0])) if tmp else []
             except FileNotFoundError:  # the folder went away between the two calls
                 files = []
-            if any(f.endswith(".npy") for f in files):
+            if any(".npy" in f for f in files):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the job ended before it could be killed"
@@ -339,7 +340,7 @@ def test_workdir_holds_one_run(small_run, tmp_path, caplog):
     """After a grid + particle run: a particle-only run into the same workdir is refused (and
     the old run stays whole) unless overwrite=True, which replaces the old run's files (no old
     noise_grid.npy or side_by_side.gif beside the new ones). A killed run's temporary folder,
-    holding truncated .npy files, is removed and reported by the next run."""
+    holding unfinished .npy files, is removed and reported by the next run."""
     import shutil
 
     old, _ = small_run

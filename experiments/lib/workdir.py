@@ -17,77 +17,19 @@ Rules every experiment follows through :class:`Workdir`:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Mapping
-from typing import Any
 
-import jax
-import numpy as np
 from absl import logging
+
+from irwarp.files import atomic_open, jsonable, write_json  # noqa: F401 (moved; still importable here)
 
 CONFIG = "config.json"
 OWNER = "owner.json"
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy/jax scalars and arrays as Python objects and non-finite floats as None.
-
-    Strict JSON has no NaN or Infinity, so they are written as ``null``.
-    """
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.ndarray, jax.Array)):
-        return jsonable(np.asarray(value).tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
-
-
-@contextlib.contextmanager
-def atomic_open(path: str, mode: str = "w"):
-    """Opens a temporary file beside ``path``; on success it replaces ``path`` (``os.replace``).
-
-    On an error the temporary file is removed and ``path`` is untouched, so ``path`` is always
-    either absent, its old content, or complete.
-    """
-    folder, base = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an output is an ordinary file
-        with os.fdopen(fd, mode) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json(path: str, value: Any, indent: int | None = 2) -> str:
-    """Writes ``jsonable(value)`` to ``path`` atomically; returns ``path``."""
-    with atomic_open(path) as f:
-        json.dump(jsonable(value), f, indent=indent, allow_nan=False)
-        f.write("\n")
-    return path
 
 
 def config_dict(config) -> dict:
