@@ -76,7 +76,9 @@ def read_manifest(path: str | os.PathLike) -> list[Entry]:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"expected a manifest file (paths or JSONL); {path!r} does not exist")
+        raise FileNotFoundError(
+            f"expected a manifest file (paths or JSONL); {path!r} does not exist"
+        )
     base = os.path.dirname(os.path.abspath(path))
     entries: list[Entry] = []
     with open(path) as f:
@@ -140,9 +142,7 @@ def _init_distributed(coordinator, num_processes, process_id, auto: bool) -> boo
         if not isinstance(num_processes, int) or num_processes < 1:
             raise ValueError(f"num_processes must be an integer >= 1; got {num_processes!r}")
         if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
-            raise ValueError(
-                f"process_id must be in [0, {num_processes}); got {process_id!r}"
-            )
+            raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id!r}")
         if num_processes == 1:
             return False
         _cpu_collectives()
@@ -224,7 +224,7 @@ def _clean_partials(out: str, ids: set[str]) -> list[str]:
 def run(
     manifest: str | os.PathLike,
     out: str | os.PathLike,
-    settings: export.Settings = export.Settings(),
+    settings: export.Settings | None = None,
     *,
     coordinator: str | None = None,
     num_processes: int | None = None,
@@ -244,6 +244,7 @@ def run(
       ValueError / FileNotFoundError: on a bad manifest or flags (before any work). Broken videos
         do not raise: they are counted in ``failed`` and recorded in ``status.jsonl``.
     """
+    settings = export.Settings() if settings is None else settings
     entries = read_manifest(manifest)
     out = os.fspath(out)
     try:
@@ -288,7 +289,11 @@ def run(
             key = export.video_key(s.seed, e.id)
             try:
                 p = export.plan(
-                    e.path, staging, s, key=key, key_info=f"irwarp.export.video_key({s.seed}, {e.id!r})"
+                    e.path,
+                    staging,
+                    s,
+                    key=key,
+                    key_info=f"irwarp.export.video_key({s.seed}, {e.id!r})",
                 )
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -380,8 +385,18 @@ def _overall(out: str, nproc: int) -> dict:
         videos_per_s=total["done"] / seconds if seconds > 0 else 0.0,
         frames_per_s=total["frames"] / seconds if seconds > 0 else 0.0,
         per_process=[
-            {k: r[k] for k in ("process", "done", "failed", "frames", "seconds", "videos_per_s",
-                               "frames_per_s")}
+            {
+                k: r[k]
+                for k in (
+                    "process",
+                    "done",
+                    "failed",
+                    "frames",
+                    "seconds",
+                    "videos_per_s",
+                    "frames_per_s",
+                )
+            }
             for r in reports
         ],
     )

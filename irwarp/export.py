@@ -30,6 +30,7 @@ which other videos share its batch (:func:`run_batch` runs same-shaped videos on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -298,7 +299,7 @@ def _scales(s: Settings, preset, size) -> tuple[int, int]:
 def plan(
     source: str | os.PathLike,
     out: str | os.PathLike,
-    settings: Settings = Settings(),
+    settings: Settings | None = None,
     *,
     key: jax.Array | None = None,
     key_info: str | None = None,
@@ -319,7 +320,7 @@ def plan(
         method, option, layout, dtype or format, a flow file of the wrong shape, an unwritable
         output folder, or an output folder holding a different run (unless ``overwrite``).
     """
-    s = settings
+    s = Settings() if settings is None else settings
     preset, name, options = _check_settings(s)
     source = os.fspath(source)
     info = video.probe(source)
@@ -573,20 +574,36 @@ def _chunk_one(stream, scale, with_stats, key, state, flows, prev):
 _COMPILED: dict = {}
 
 
+def _per_device(fn):
+    """``fn`` of one video, run on each device's block of one video (batch axis squeezed)."""
+
+    def block(*args):
+        out = fn(*jax.tree.map(lambda a: a[0], args))
+        return jax.tree.map(lambda a: a[None], out)
+
+    return block
+
+
 def _compiled(kind: str, mesh: Mesh, *static):
-    """One jit per (kind, devices, static args): batch axis sharded, one video per device."""
+    """One jit per (kind, devices, static args): ``shard_map`` over the batch, one video a device.
+
+    Each device runs the one-video program on its own video (no ``vmap``), so a video's noise is
+    the same bits whether it runs alone or in a batch of any size.
+    """
     cache_key = (kind, tuple(d.id for d in mesh.devices.flat), static)
     if cache_key not in _COMPILED:
-        shard = NamedSharding(mesh, PartitionSpec(_AXIS))
+        spec = PartitionSpec(_AXIS)
         if kind == "first":
             stream, scale, shape = static
-            fn = jax.vmap(lambda k: _first_one(stream, scale, shape, k))
+            fn = functools.partial(_first_one, stream, scale, shape)
         else:
             stream, scale, with_stats = static
-            fn = jax.vmap(
-                lambda k, s, f, p: _chunk_one(stream, scale, with_stats, k, s, f, p)
-            )
-        _COMPILED[cache_key] = jax.jit(fn, in_shardings=shard, out_shardings=shard)
+            fn = functools.partial(_chunk_one, stream, scale, with_stats)
+        mapped = jax.shard_map(
+            _per_device(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
+        )
+        shard = NamedSharding(mesh, spec)
+        _COMPILED[cache_key] = jax.jit(mapped, in_shardings=shard, out_shardings=shard)
     return _COMPILED[cache_key]
 
 
@@ -599,18 +616,21 @@ class _Outputs:
     def __init__(self, p: Plan):
         self.p = p
         s = p.settings
-        names, shapes = p.file_names(), p.shapes()
+        names = p.file_names()
         self.writers = {}
         try:
             for what in names:
+                h, w = p.latent_size
+                count = p.latent_frames if what == "noise" else p.num_frames
+                meta = {"irwarp": __version__, "preset": p.preset.name, "layout": s.layout}
                 self.writers[what] = files.open_writer(
                     os.path.join(p.out, names[what]),
                     s.fmt,
-                    "noise",
-                    shapes[what],
-                    files.dtype_of(s.dtype),
+                    (count, h, w, p.channels),
+                    s.dtype,
+                    name="noise",
+                    metadata=meta if s.fmt == "safetensors" else None,
                     layout=s.layout,
-                    metadata={"irwarp": __version__, "preset": p.preset.name, "layout": s.layout},
                 )
             self.preview = _Preview(p) if s.preview else None
         except BaseException:
@@ -638,7 +658,7 @@ class _Outputs:
             self.seconds["preview"] += time.perf_counter() - t1
         if row is not None:
             r = {"t": t, "video_frame": p.indices[t], "latent_frame": None}
-            r.update(zip(("mean", "var", "ks", "ks_p", "coherence"), row.tolist()))
+            r.update(zip(("mean", "var", "ks", "ks_p", "coherence"), row.tolist(), strict=True))
             if t == 0:
                 r["coherence"] = None
             if occ is not None:
@@ -690,7 +710,9 @@ class _Outputs:
 
 def _stats_doc(p: Plan, rows: list[dict]) -> dict:
     lat = [rows[t] for t in p.latent_index]
-    coh = [r["coherence"] for r in rows if r["coherence"] is not None and math.isfinite(r["coherence"])]
+    coh = [
+        r["coherence"] for r in rows if r["coherence"] is not None and math.isfinite(r["coherence"])
+    ]
     summary = {
         "frames": len(rows),
         "mean_abs_max": max(abs(r["mean"]) for r in rows),
@@ -782,7 +804,9 @@ def run_batch(
         raise ValueError(f"run_batch needs plans of one shape; got {len(keys)} different shapes")
     devices = list(devices or jax.local_devices())
     if len(plans) > len(devices):
-        raise ValueError(f"expected at most {len(devices)} plans (one per device); got {len(plans)}")
+        raise ValueError(
+            f"expected at most {len(devices)} plans (one per device); got {len(plans)}"
+        )
     mesh = Mesh(np.array(devices[: len(plans)]), (_AXIS,))
     p0, b = plans[0], len(plans)
     s = p0.settings
@@ -805,7 +829,7 @@ def run_batch(
         compile_s = time.perf_counter() - t0
         prev = jnp.asarray(lat0)
         bar = _bar(progress, p0.num_frames * b)
-        for i, (src, o) in enumerate(zip(sources, outs)):
+        for i, (src, o) in enumerate(zip(sources, outs, strict=True)):
             o.add(lat0[i], src.first_image, _stats0(lat0[i]) if s.stats else None, None)
         done, warp_s, first_chunk_s = 1, 0.0, None
         fh, fw = p0.warp_size
@@ -835,7 +859,7 @@ def run_batch(
             bar(done * b)
         total = time.perf_counter() - t_start
         metas = []
-        for p, src, o in zip(plans, sources, outs):
+        for p, src, o in zip(plans, sources, outs, strict=True):
             timings = {
                 "total_s": total,
                 "compile_first_s": compile_s,

@@ -188,8 +188,22 @@ def convert_layout(x, layout: str):
     return x if layout == "THWC" else x.transpose(_PERMS[layout])
 
 
-def _layout_shape(shape: Sequence[int], layout: str) -> tuple[int, ...]:
-    return tuple(shape[i] for i in _PERMS[layout])
+def layout_shape(shape: Sequence[int], layout: str) -> tuple[int, ...]:
+    """The shape in ``layout`` of an array of irwarp's ``(T, H, W, C)`` shape."""
+    _check_layout(layout)
+    return tuple(int(shape[i]) for i in _PERMS[layout])
+
+
+def check_format_dtype(fmt: str, dtype: str) -> None:
+    """Raises ValueError (before any work) for a dtype the format cannot hold (bfloat16 in npy)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
+    dtype_of(dtype)
+    if fmt == "npy" and dtype == "bfloat16":
+        raise ValueError(
+            "dtype bfloat16 has no .npy description that numpy or PyTorch load; pass "
+            "--format safetensors (or --dtype float16 / float32)"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -511,7 +525,7 @@ class LayoutWriter:
                 f"layout {layout!r} needs a shape (T, H, W, C) of irwarp's frames; got {frames}"
             )
         self.layout, self.frames = layout, frames
-        self.shape = _layout_shape(frames, layout)
+        self.shape = layout_shape(frames, layout)
         self.chunk_bytes = int(chunk_bytes)
         if layout == "CTHW":
             t, h, w, c = frames

@@ -51,7 +51,12 @@ def write_mp4(path: str, frames: np.ndarray, fps: float = 25.0) -> str:
     import imageio.v2 as imageio
 
     with imageio.get_writer(
-        path, format="FFMPEG", fps=fps, codec="libx264", quality=9, macro_block_size=1,
+        path,
+        format="FFMPEG",
+        fps=fps,
+        codec="libx264",
+        quality=9,
+        macro_block_size=1,
         ffmpeg_log_level="error",
     ) as w:
         for f in frames:
