@@ -264,11 +264,11 @@ def run(
     counts = {"done": 0, "skipped": 0, "failed": 0, "frames": 0}
 
     def record(entry, state, seconds, frames=0, error=None):
-        counts[state if state != "recovered" else "skipped"] += 1
+        counts[state] += 1
         counts["frames"] += frames
         row = {
             "id": entry.id,
-            "status": "done" if state in ("done", "recovered") else "failed",
+            "status": "failed" if state == "failed" else "done",
             "error": error,
             "seconds": round(seconds, 4),
             "frames": frames,
@@ -278,37 +278,27 @@ def run(
         }
         status.append(row)
 
-    # Plan every video of this process's share; broken ones fail here.
+    # Plan every video of this process's share (broken ones fail here); a plan writes nothing,
+    # so they are planned into one scratch folder and get their staging folders when they run.
+    scratch = os.path.join(out, f".process-{pid}.scratch")
     planned: list[tuple[Entry, export.Plan]] = []
     for e in mine:
         t0 = time.perf_counter()
-        final = os.path.join(out, e.id)
         try:
             s = dataclasses.replace(settings, overwrite=True, **e.overrides)
-            staging = tempfile.mkdtemp(prefix=f".{e.id}.partial-", dir=out)
-            key = export.video_key(s.seed, e.id)
-            try:
-                p = export.plan(
-                    e.path,
-                    staging,
-                    s,
-                    key=key,
-                    key_info=f"irwarp.export.video_key({s.seed}, {e.id!r})",
-                )
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+            info = f"irwarp.export.video_key({s.seed}, {e.id!r})"
+            p = export.plan(e.path, scratch, s, key=export.video_key(s.seed, e.id), key_info=info)
         except Exception as err:  # a broken video: recorded, the others go on
             record(e, "failed", time.perf_counter() - t0, error=f"{type(err).__name__}: {err}")
             continue
-        if _finished(final, p.settings_dict()):
-            shutil.rmtree(staging, ignore_errors=True)
-            counts["skipped"] += 1
-            if e.id not in done_before:  # killed between the rename and its status line
-                record(e, "recovered", 0.0, frames=p.num_frames)
-                counts["skipped"] -= 1
+        if _finished(os.path.join(out, e.id), p.settings_dict()):
+            if e.id in done_before:
+                counts["skipped"] += 1
+            else:  # finished, but killed between its rename and its status line
+                record(e, "done", 0.0, frames=p.num_frames)
             continue
         planned.append((e, p))
+    shutil.rmtree(scratch, ignore_errors=True)
 
     # Batches of one shape, one video per local device.
     groups: dict[tuple, list[tuple[Entry, export.Plan]]] = {}
@@ -348,20 +338,24 @@ def run(
 def _run_batch(batch, devices, out, record, bar, frames_done) -> int:
     """Runs one batch; if it fails, each video alone, so one broken video fails only itself."""
     t0 = time.perf_counter()
-    plans = [p for _, p in batch]
+    plans = [
+        dataclasses.replace(p, out=tempfile.mkdtemp(prefix=f".{e.id}.partial-", dir=out))
+        for e, p in batch
+    ]
     try:
         export.run_batch(plans, devices=devices, progress=False)
     except Exception as err:
+        for p in plans:
+            shutil.rmtree(p.out, ignore_errors=True)
         if len(batch) == 1:
             entry, p = batch[0]
-            shutil.rmtree(p.out, ignore_errors=True)
             record(entry, "failed", time.perf_counter() - t0, error=f"{type(err).__name__}: {err}")
             return frames_done + p.num_frames
         for item in batch:
             frames_done = _run_batch([item], devices, out, record, bar, frames_done)
         return frames_done
     seconds = (time.perf_counter() - t0) / len(batch)
-    for entry, p in batch:
+    for (entry, _), p in zip(batch, plans, strict=True):
         final = os.path.join(out, entry.id)
         if os.path.lexists(final):
             shutil.rmtree(final)
