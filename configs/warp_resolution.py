@@ -1,11 +1,11 @@
 """Warp resolution for latent noise: warp at latent x s, downsample to the latent, against s = 8.
 
-Run (about 3 to 5 minutes on 2 CPU cores, a third of it XLA compilation and DIS flow):
+Run (about 4.5 minutes on 2 shared CPU cores, a third of it XLA compilation and DIS flow):
 
     python -m experiments.warp_resolution --config=configs/warp_resolution.py \
         --workdir=/tmp/warp_resolution
 
-Tiny variant for the smoke test (about 30 s on 2 CPU cores, nearly all compilation):
+Tiny variant for the smoke test (about 50 s on 2 idle CPU cores, 80 s loaded; nearly all compilation):
 
     python -m experiments.warp_resolution --config=configs/warp_resolution.py:small \
         --workdir=/tmp/warp_resolution_small

@@ -1,4 +1,4 @@
-"""Smoke test of experiments/warp_resolution.py on its ``small`` config (about 50 s on 2 CPU cores)."""
+"""Smoke test of experiments/warp_resolution.py on its ``small`` config (50-80 s on 2 CPU cores)."""
 
 import importlib
 import json
