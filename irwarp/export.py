@@ -401,7 +401,7 @@ def _check_out(out: str, overwrite: bool, settings: dict | None) -> None:
     """An output folder we can write, holding no other run (unless ``overwrite``)."""
     try:
         os.makedirs(out, exist_ok=True)
-        probe_fd, probe_path = _tempfile(out, ".write-test")
+        probe_fd, probe_path = files.temp_beside(os.path.join(out, "write-test"))
         os.close(probe_fd)
         os.remove(probe_path)
     except OSError as e:
@@ -423,12 +423,6 @@ def _check_out(out: str, overwrite: bool, settings: dict | None) -> None:
             f"{', '.join(changed) or 'unreadable meta.json'}); pass --overwrite to replace it, "
             "or another --out"
         )
-
-
-def _tempfile(folder: str, suffix: str):
-    import tempfile
-
-    return tempfile.mkstemp(prefix=".irwarp-", suffix=suffix, dir=folder)
 
 
 # ----------------------------------------------------------------------------- flows (thread)
@@ -731,7 +725,7 @@ class _Preview:
     def __init__(self, p: Plan):
         imageio = video._require("imageio.v2", "imageio imageio-ffmpeg")
         self.path = os.path.join(p.out, PREVIEW)
-        fd, self.tmp = _tempfile(p.out, ".mp4")
+        fd, self.tmp = files.temp_beside(self.path, ".mp4")
         os.close(fd)
         self.h, self.w = p.flow_size
         self.writer = imageio.get_writer(

@@ -101,7 +101,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _temp_beside(path: str, suffix: str = ".tmp") -> tuple[int, str]:
+def temp_beside(path: str, suffix: str = ".tmp") -> tuple[int, str]:
     """A new hidden file ``.<name>.XXXXXXXX<suffix>`` beside ``path``, with ordinary permissions."""
     folder, base = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=folder)
@@ -121,7 +121,7 @@ def atomic_open(path: str, mode: str = "w"):
     On an error the temporary file is removed and ``path`` is untouched, so ``path`` is always
     either absent, its old content, or complete.
     """
-    fd, tmp = _temp_beside(path)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -239,7 +239,7 @@ class _Stream:
         self._slices = self.shape if _slices is None else tuple(_slices)
         self.count = 0  # slices written
         self._state = "open"
-        fd, self._tmp = _temp_beside(self.path, self._suffix)
+        fd, self._tmp = temp_beside(self.path, self._suffix)
         self._file = os.fdopen(fd, "wb")  # closed in close() / abort()
         self._finalizer = weakref.finalize(self, _remove_quietly, self._file, self._tmp)
         try:
