@@ -11,7 +11,9 @@ a background thread, with their flows), and every output is streamed to disk as 
 memory does not grow with the video's length.
 
 Files written into the output folder (each to a temporary name, renamed when complete;
-``meta.json`` last, so a folder with a ``meta.json`` holds a finished run):
+``meta.json`` last, so a folder with a ``meta.json`` holds a finished run; a run into a folder
+that holds one first removes its ``meta.json``, and at the end the files of the earlier run that
+it did not write itself):
 
 - ``noise.npy`` (or ``noise.safetensors``, tensor ``noise``): the latent-frame noise,
   ``(T_latent, h, w, C)`` in the default THWC layout (``--layout`` TCHW / CTHW permute it).
@@ -29,6 +31,7 @@ which other videos share its batch (:func:`run_batch` runs same-shaped videos on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -65,6 +68,10 @@ TEMPORAL_MODES = resample.TEMPORAL_MODES
 # OpenCV's DIS fails below 12 pixels a side and crashes on some frames of 16-31 (opencv 5.0).
 DIS_MIN_SIDE = 32
 META, STATS, PREVIEW = "meta.json", "stats.json", "preview.mp4"
+# Every file a run can write besides meta.json.
+_OUTPUT_NAMES = frozenset(
+    {STATS, PREVIEW} | {f"{n}.{e}" for n in ("noise", "noise_frames") for e in files.FORMATS}
+)
 _AXIS = "videos"
 
 
@@ -612,6 +619,10 @@ class _Outputs:
         s = p.settings
         names = p.file_names()
         self.writers = {}
+        # The folder stops looking finished before any of its files is replaced (a rerun or an
+        # --overwrite that fails half-way must not leave an old meta.json beside new files).
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(p.out, META))
         try:
             for what in names:
                 h, w = p.latent_size
@@ -693,6 +704,16 @@ class _Outputs:
             for j, t in enumerate(self.p.latent_index):
                 self.rows[t]["latent_frame"] = j
             files.write_json(os.path.join(self.p.out, STATS), _stats_doc(self.p, self.rows))
+        # Outputs of an earlier run that this one does not write (another format, --latent-only,
+        # --no-stats, --no-preview) would sit beside a meta.json that does not describe them.
+        kept = set(self.p.file_names().values())
+        if self.rows:
+            kept.add(STATS)
+        if self.preview is not None:
+            kept.add(PREVIEW)
+        for name in _OUTPUT_NAMES - kept:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.p.out, name))
         files.write_json(os.path.join(self.p.out, META), meta)
 
     def abort(self) -> None:
