@@ -545,12 +545,22 @@ class _Source:
 
 
 def _frame_stats(prev, cur, flow):
-    """mean, var, KS statistic and p-value of ``cur``, and its coherence with ``prev``."""
+    """mean, variance of ``cur`` and its coherence with ``prev`` (KS is done on the host)."""
     m = cur.mean()
     v = jnp.mean(jnp.square(cur - m))
-    d, pval = stats.ks_normal(cur[None])
     coh = stats.temporal_correlation(prev, cur, flow)
-    return jnp.stack([m, v, d, pval, coh])
+    return jnp.stack([m, v, coh])
+
+
+def _ks_rows(frames: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` KS statistic and p-value of each frame ``(n, h, w, C)`` against N(0, 1).
+
+    The sort runs in numpy (about 4x faster than XLA's on CPU at 60x90x16), the rest in
+    :func:`irwarp.stats.ks_normal_sorted`.
+    """
+    v = np.sort(frames.reshape(frames.shape[0], -1).astype(np.float32), axis=-1)
+    d, p = stats.ks_normal_sorted(v)
+    return np.stack([np.asarray(d), np.asarray(p)], axis=-1)
 
 
 def _downsample(x, scale):
@@ -566,7 +576,7 @@ def _chunk_one(stream, scale, with_stats, key, state, flows, prev):
     state, y = stream.scan(key, state, flows)
     lat = jax.vmap(lambda a: _downsample(a, scale))(y)
     if not with_stats:
-        return state, lat, jnp.zeros((flows.shape[0], 5), jnp.float32)
+        return state, lat, jnp.zeros((flows.shape[0], 3), jnp.float32)
     lflow = resample.downsample_flow(flows, scale) if scale > 1 else flows
     before = jnp.concatenate([prev[None], lat[:-1]])
     return state, lat, jax.vmap(_frame_stats)(before, lat, lflow)
@@ -663,7 +673,7 @@ class _Outputs:
             self.seconds["preview"] += time.perf_counter() - t1
         if row is not None:
             r = {"t": t, "video_frame": p.indices[t], "latent_frame": None}
-            r.update(zip(("mean", "var", "ks", "ks_p", "coherence"), row.tolist(), strict=True))
+            r.update(zip(("mean", "var", "coherence", "ks", "ks_p"), row.tolist(), strict=True))
             if t == 0:
                 r["coherence"] = None
             if occ is not None:
@@ -861,6 +871,9 @@ def run_batch(
             t0 = time.perf_counter()
             state, lat, rows = step(keys, state, jnp.asarray(flows), prev)
             lat, rows = np.asarray(lat), np.asarray(rows)
+            if s.stats:
+                ks = _ks_rows(lat[:, :n].reshape(-1, *lat.shape[2:])).reshape(b, n, 2)
+                rows = np.concatenate([rows[:, :n], ks], axis=-1)
             dt = time.perf_counter() - t0
             if first_chunk_s is None:
                 first_chunk_s = dt
@@ -898,15 +911,11 @@ def run_batch(
             src.close()
 
 
-@jax.jit
-def _stats0_jit(x):
-    m = x.mean()
-    d, pval = stats.ks_normal(x[None])
-    return jnp.stack([m, jnp.mean(jnp.square(x - m)), d, pval, jnp.nan])
-
-
 def _stats0(x: np.ndarray) -> np.ndarray:
-    return np.asarray(_stats0_jit(jnp.asarray(x)))
+    """Frame 0's row: mean, variance, no coherence, KS."""
+    m = float(np.mean(x, dtype=np.float64))
+    v = float(np.mean(np.square(x.astype(np.float64) - m)))
+    return np.concatenate([[m, v, np.nan], _ks_rows(x[None])[0]])
 
 
 def _bar(progress, total: int) -> Callable[[int], None]:
