@@ -167,8 +167,10 @@ class _Sampler:
             self._thread.start()
 
     def _work(self):
-        import psutil
-
+        try:  # psutil comes with the test extra (ipykernel); without it only wait4's peak is kept
+            import psutil
+        except ImportError:
+            return
         try:
             proc = psutil.Process(self._pid)
         except psutil.Error:
