@@ -68,6 +68,7 @@ from experiments.lib import launch, media, tables
 from experiments.lib import workdir as workdir_lib
 from irwarp import pipeline, resample, video
 from irwarp.files import NpyWriter
+from irwarp.progress import Progress
 
 NAME = "warp_video"
 STAT_KEYS = ("mean", "var", "ks", "ks_p", "ac_x", "ac_y", "max_cross")
@@ -345,32 +346,6 @@ def plot_stats(records: list[dict], names: Sequence[str], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-class Progress:
-    """A text progress bar on stderr (``\\r``-updated on a terminal, a line per 10% otherwise)."""
-
-    def __init__(self, total: int, enabled: bool = True, width: int = 30):
-        self.total, self.enabled, self.width = total, enabled, width
-        self.start = time.perf_counter()
-        self.tty = sys.stderr.isatty()
-        self.last_decile = -1
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        frac = done / max(self.total, 1)
-        decile = int(10 * frac)
-        if not self.tty and decile == self.last_decile and done < self.total:
-            return
-        self.last_decile = decile
-        rate = done / max(time.perf_counter() - self.start, 1e-9)
-        bar = "#" * int(self.width * frac) + "." * (self.width - int(self.width * frac))
-        msg = f"[{bar}] {done}/{self.total} frames, {rate:.1f} frames/s"
-        sys.stderr.write(("\r" + msg) if self.tty else (msg + "\n"))
-        if self.tty and done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -48,7 +48,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from irwarp import __version__, files, methods, pipeline, presets, resample, stats, video
-from irwarp._progress import Progress
+from irwarp.progress import Progress
 from irwarp.stream import noise_stream
 
 __all__ = [
