@@ -462,14 +462,12 @@ def _stats_ms(summary, method):
     return on["warp_ms_per_frame"] - off["warp_ms_per_frame"]
 
 
-def markdown(config, rows, ref, hw, command, clips, load, latent) -> str:
-    """results.md: the header and the tables (runs, memory, stages, speed, CogVideoX)."""
-    summary = summarise(rows)
-    mm = config.memory_method
+def _header(config, rows, hw, command, clips, load, latent) -> list[str]:
+    """The header of results.md: command, hardware, load, clips, what each column means."""
     h, w = (int(v) for v in config.size)
     lat = " x ".join(str(v) for v in latent)
     loads = [r["load_1min"] for r in rows]
-    out = [
+    return [
         "# irwarp warp end to end",
         "",
         f"- Command: `{command}`",
@@ -498,6 +496,11 @@ def markdown(config, rows, ref, hw, command, clips, load, latent) -> str:
         "## Runs",
         "",
     ]
+
+
+def _runs_table(summary) -> list[str]:
+    """The runs table: one row per configuration (medians over its repeats)."""
+    out: list[str] = []
     body = []
     for s in summary:
         body.append(
@@ -520,6 +523,13 @@ def markdown(config, rows, ref, hw, command, clips, load, latent) -> str:
         )
     out += [tables.markdown_table(RUN_COLUMNS, body), ""]
 
+    return out
+
+
+def _memory_table(config, summary) -> list[str]:
+    """Peak RSS of the long clip against the short one, same outputs."""
+    out: list[str] = []
+    mm = config.memory_method
     # Memory: long vs short, the same outputs.
     out += ["## Peak memory: long clip vs short clip", ""]
     mem = []
@@ -559,6 +569,12 @@ def markdown(config, rows, ref, hw, command, clips, load, latent) -> str:
         "",
     ]
 
+    return out
+
+
+def _stages_table(summary) -> list[str]:
+    """Ms per video frame of each stage, and its share of the engine total."""
+    out: list[str] = []
     # Stages: ms per frame (sums of each stage over the run / frames), share of the engine total.
     out += [
         "## Where the time goes (warm cache, medians, ms per video frame)",
@@ -597,6 +613,14 @@ def markdown(config, rows, ref, hw, command, clips, load, latent) -> str:
         "",
     ]
 
+    return out
+
+
+def _speed_table(config, summary, ref, latent) -> list[str]:
+    """Frames per second end to end, steady and marginal; warp against random.normal."""
+    out: list[str] = []
+    h, w = (int(v) for v in config.size)
+    lat = " x ".join(str(v) for v in latent)
     # Speed: frames/s end to end, steady state two ways, warp vs random.normal, cold vs warm.
     out += [
         "## Speed (default outputs)",
@@ -659,6 +683,15 @@ def markdown(config, rows, ref, hw, command, clips, load, latent) -> str:
         "",
     ]
 
+    return out
+
+
+def _cog_table(config, summary, latent) -> list[str]:
+    """The CogVideoX-shaped runs (49 frames), default outputs and --latent-only."""
+    out: list[str] = []
+    mm = config.memory_method
+    h, w = (int(v) for v in config.size)
+    lat = " x ".join(str(v) for v in latent)
     # CogVideoX-shaped runs.
     out += [f"## A CogVideoX-shaped run: {config.cog_frames} frames at {h}x{w}", ""]
     cog = []
@@ -694,6 +727,18 @@ def markdown(config, rows, ref, hw, command, clips, load, latent) -> str:
         ),
         "",
     ]
+    return out
+
+
+def markdown(config, rows, ref, hw, command, clips, load, latent) -> str:
+    """results.md: the header and the tables (runs, memory, stages, speed, CogVideoX)."""
+    summary = summarise(rows)
+    out = _header(config, rows, hw, command, clips, load, latent)
+    out += _runs_table(summary)
+    out += _memory_table(config, summary)
+    out += _stages_table(summary)
+    out += _speed_table(config, summary, ref, latent)
+    out += _cog_table(config, summary, latent)
     return "\n".join(out)
 
 
