@@ -48,6 +48,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from irwarp import __version__, files, methods, pipeline, presets, resample, stats, video
+from irwarp import flows as flows_lib
 from irwarp.progress import Progress
 from irwarp.stream import noise_stream
 
@@ -443,7 +444,8 @@ def _masked(bwd, fwd, alpha, beta):
 class _Source:
     """Decodes one video's frames and computes their warp-resolution flows in a thread.
 
-    ``get()`` returns ``(image, flow, occluded_fraction)`` for frames ``1 .. T - 1`` in order
+    ``get()`` returns ``(image, flow, backward_flow, occluded_fraction)`` for frames ``1 .. T - 1``
+    in order
     (``image`` at the flow resolution, for the preview), after ``first()`` gave frame 0's image.
     Errors in the thread are raised by ``get``.
     """
@@ -483,6 +485,7 @@ class _Source:
         return frame
 
     def _flow(self, k: int, prev, cur):
+        """The method's flow and the backward flow (for the statistics) at warp resolution."""
         p, s = self.p, self.p.settings
         t0 = time.perf_counter()
         if self._est is not None:
@@ -493,18 +496,28 @@ class _Source:
             bwd, fwd = (None, given) if self.forward else (given, None)
         t1 = time.perf_counter()
         self.times["flow"] += t1 - t0
-        use, other = (fwd, bwd) if self.forward else (bwd, fwd)
-        if s.occlusion and other is not None:
-            flow, valid = _masked(jnp.asarray(use), jnp.asarray(other), self.alpha, self.beta)
+        if s.occlusion and bwd is not None and fwd is not None:
+            back, valid = _masked(jnp.asarray(bwd), jnp.asarray(fwd), self.alpha, self.beta)
+            if self.forward:
+                flow, valid = _masked(jnp.asarray(fwd), jnp.asarray(bwd), self.alpha, self.beta)
         else:
-            flow = jnp.asarray(use, jnp.float32)
-            valid = jnp.all(jnp.isfinite(flow), axis=-1)
+            if bwd is None:  # a forward flow file: its backward flow by inversion (statistics)
+                bwd = flows_lib.backward_from_forward(jnp.asarray(fwd, jnp.float32))
+            back = jnp.asarray(bwd, jnp.float32)
+            valid = jnp.all(jnp.isfinite(back), axis=-1)
+        if not self.forward:
+            flow = back
+        elif not (s.occlusion and bwd is not None and fwd is not None):
+            flow = jnp.asarray(fwd, jnp.float32)
         down = p.flow_size[0] // p.warp_size[0]
         if down > 1:
             flow = resample.downsample_flow(flow, down)
-        flow, valid = np.asarray(flow), np.asarray(valid)
+            back = resample.downsample_flow(back, down) if self.forward else flow
+        elif not self.forward:
+            back = flow
+        flow, back, valid = np.asarray(flow), np.asarray(back), np.asarray(valid)
         self.times["occlusion"] += time.perf_counter() - t1
-        return flow, float(1.0 - valid.mean())
+        return flow, back, float(1.0 - valid.mean())
 
     def _work(self):
         try:
@@ -513,8 +526,8 @@ class _Source:
                 if self._stop.is_set():
                     return
                 cur = self._next_frame()
-                flow, occ = self._flow(k, prev, cur)
-                self._put((cur, flow, occ))
+                flow, back, occ = self._flow(k, prev, cur)
+                self._put((cur, flow, back, occ))
                 prev = cur
         except BaseException as e:  # handed to the consumer
             self._put(e)
@@ -537,8 +550,8 @@ class _Source:
         self._stop.set()
         self._thread.join(timeout=5)
         close = getattr(self._frames, "close", None)
-        if close is not None:
-            close()
+        if close is not None and not self._thread.is_alive():
+            close()  # (a generator still running in the thread cannot be closed from here)
 
 
 # ----------------------------------------------------------------------------- compiled steps
@@ -572,12 +585,17 @@ def _first_one(stream, scale, shape, key):
     return stream.init(noise0), _downsample(noise0, scale)
 
 
-def _chunk_one(stream, scale, with_stats, key, state, flows, prev):
+def _chunk_one(stream, scale, with_stats, key, state, flows, back, prev):
+    """``chunk`` frames: the stream along ``flows``, latent frames, and their statistics.
+
+    ``back`` is the backward flow of each frame (``flows`` itself for backward-flow methods),
+    along which the coherence with the previous latent frame is measured.
+    """
     state, y = stream.scan(key, state, flows)
     lat = jax.vmap(lambda a: _downsample(a, scale))(y)
     if not with_stats:
         return state, lat, jnp.zeros((flows.shape[0], 3), jnp.float32)
-    lflow = resample.downsample_flow(flows, scale) if scale > 1 else flows
+    lflow = resample.downsample_flow(back, scale) if scale > 1 else back
     before = jnp.concatenate([prev[None], lat[:-1]])
     return state, lat, jax.vmap(_frame_stats)(before, lat, lflow)
 
@@ -861,15 +879,19 @@ def run_batch(
         while done < p0.num_frames:
             n = min(s.chunk, p0.num_frames - done)
             flows = np.zeros((b, s.chunk, fh, fw, 2), np.float32)
+            backs = np.zeros_like(flows) if sources[0].forward else flows
             images, occ = [[] for _ in plans], [[] for _ in plans]
             for i, src in enumerate(sources):
                 for j in range(n):
-                    image, flow, o_frac = src.get()
+                    image, flow, back, o_frac = src.get()
                     images[i].append(image)
                     occ[i].append(o_frac)
                     flows[i, j] = flow
+                    backs[i, j] = back
             t0 = time.perf_counter()
-            state, lat, rows = step(keys, state, jnp.asarray(flows), prev)
+            flows_j = jnp.asarray(flows)
+            backs_j = jnp.asarray(backs) if sources[0].forward else flows_j
+            state, lat, rows = step(keys, state, flows_j, backs_j, prev)
             lat, rows = np.asarray(lat), np.asarray(rows)
             if s.stats:
                 ks = _ks_rows(lat[:, :n].reshape(-1, *lat.shape[2:])).reshape(b, n, 2)

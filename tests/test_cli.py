@@ -261,6 +261,18 @@ def test_noise_moves_with_the_content(runs):
     assert stats.whiteness_checks(fresh.astype(np.float32), frame_axes=0)["all"]
 
 
+def test_forward_flow_methods_move_and_measure_along_the_backward_flow(clips, tmp_path):
+    """splat takes forward flows: its noise moves with the pan like the others, and stats.json
+    measures its coherence along the backward flow (along the forward flow it would be ~0)."""
+    out = ok(clips["pan"], "--out", tmp_path / "splat", "--method", "splat", "--preset", "sd")
+    x = np.load(os.path.join(out, "noise.npy"))
+    shift = DX // 8  # sd: every video frame is a latent frame, 1 latent px apart
+    for k in range(x.shape[0] - 1):
+        assert shift_corr(x[k], x[k + 1], shift) > 0.9, k
+    rows = json.load(open(os.path.join(out, "stats.json")))["frames"]
+    assert all(r["coherence"] > 0.9 for r in rows[1:]), [r["coherence"] for r in rows]
+
+
 # ----------------------------------------------------------------------------- 4. formats
 
 
