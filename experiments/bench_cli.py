@@ -462,14 +462,13 @@ def _stats_ms(summary, method):
     return on["warp_ms_per_frame"] - off["warp_ms_per_frame"]
 
 
-def _header(config, rows, hw, command, clips, load, latent) -> list[str]:
-    """The header of results.md: command, hardware, load, clips, what each column means."""
-    h, w = (int(v) for v in config.size)
-    lat = " x ".join(str(v) for v in latent)
-    loads = [r["load_1min"] for r in rows]
+def header_lines(command: str, hw: dict, load, loads) -> list[str]:
+    """The command, hardware and load lines a bench's results.md starts with.
+
+    ``load`` is ``(os.getloadavg() at the start, at the end)``, ``loads`` the 1-minute load at
+    the start of each run.
+    """
     return [
-        "# irwarp warp end to end",
-        "",
         f"- Command: `{command}`",
         f"- Hardware: {measure.hardware_line()}; {hw['cores']} cores in the machine",
         f"- Load average (1 / 5 / 15 min): {' / '.join(f'{v:.2f}' for v in load[0])} at the start, "
@@ -480,6 +479,18 @@ def _header(config, rows, hw, command, clips, load, latent) -> list[str]:
             if max(loads) > hw["usable_cores"]
             else "."
         ),
+    ]
+
+
+def _header(config, rows, hw, command, clips, load, latent) -> list[str]:
+    """The header of results.md: command, hardware, load, clips, what each column means."""
+    h, w = (int(v) for v in config.size)
+    lat = " x ".join(str(v) for v in latent)
+    loads = [r["load_1min"] for r in rows]
+    return [
+        "# irwarp warp end to end",
+        "",
+        *header_lines(command, hw, load, loads),
         f"- Clips: `{os.path.basename(clips['long'])}` and `{os.path.basename(clips['short'])}`, "
         f"the packaged {config.clip} resized to {h}x{w} and played forwards then backwards, "
         f"libx264 crf {config.crf}.",

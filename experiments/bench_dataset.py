@@ -404,16 +404,7 @@ def markdown(config, rows, summary, hw, command, clip, load) -> str:
     out = [
         "# irwarp dataset throughput",
         "",
-        f"- Command: `{command}`",
-        f"- Hardware: {measure.hardware_line()}; {hw['cores']} cores in the machine",
-        f"- Load average (1 / 5 / 15 min): {' / '.join(f'{v:.2f}' for v in load[0])} at the start, "
-        f"{' / '.join(f'{v:.2f}' for v in load[1])} at the end; 1-minute load at the start of "
-        f"the runs: median {_med(loads):.2f}, range {min(loads):.2f}-{max(loads):.2f}"
-        + (
-            f" (above the {hw['usable_cores']} usable cores: other processes shared the CPU)."
-            if max(loads) > hw["usable_cores"]
-            else "."
-        ),
+        *bench_cli.header_lines(command, hw, load, loads),
         f"- Manifest: `{os.path.basename(clip)}` (the packaged {config.clip} resized to {h}x{w}, "
         f"its first {config.clip_frames} frames, libx264 crf {config.crf}) listed {config.videos} "
         f'times as v0 ... v{int(config.videos) - 1}, each with `"frames": {config.frames}`.',

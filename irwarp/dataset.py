@@ -42,6 +42,7 @@ import jax
 import numpy as np
 
 from irwarp import export, files
+from irwarp.progress import Progress
 
 __all__ = ["Entry", "read_manifest", "run", "format_report", "STATUS"]
 
@@ -307,7 +308,7 @@ def run(
     for item in planned:
         groups.setdefault(item[1].shape_key, []).append(item)
     total_frames = sum(p.num_frames for _, p in planned)
-    bar = export._bar(progress, max(total_frames, 1)) if planned else (lambda n: None)
+    bar = Progress(max(total_frames, 1), enabled=bool(progress) and bool(planned)).update
     frames_done = 0
     for items in groups.values():
         for i in range(0, len(items), len(devices)):

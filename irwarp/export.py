@@ -376,7 +376,6 @@ def plan(
         flow_size = size
     channels = preset.channels or _positive("channels", s.channels or 4)
     out = os.fspath(out)
-    _check_out(out, s.overwrite, None)
     if key is None:
         key, key_info = jax.random.key(int(s.seed)), f"jax.random.key({int(s.seed)})"
     p = Plan(
@@ -405,7 +404,7 @@ def plan(
     return p
 
 
-def _check_out(out: str, overwrite: bool, settings: dict | None) -> None:
+def _check_out(out: str, overwrite: bool, settings: dict) -> None:
     """An output folder we can write, holding no other run (unless ``overwrite``)."""
     try:
         os.makedirs(out, exist_ok=True)
@@ -415,7 +414,7 @@ def _check_out(out: str, overwrite: bool, settings: dict | None) -> None:
     except OSError as e:
         raise ValueError(f"cannot write to the output folder {out!r}: {e}") from e
     meta = os.path.join(out, META)
-    if settings is None or overwrite or not os.path.exists(meta):
+    if overwrite or not os.path.exists(meta):
         return
     try:
         with open(meta) as f:
@@ -772,7 +771,7 @@ class _Preview:
     """``preview.mp4``: the video beside its noise (channels 0-2 as RGB), written as it goes."""
 
     def __init__(self, p: Plan):
-        imageio = video._require("imageio.v2", "imageio imageio-ffmpeg")
+        imageio = video.require_module("imageio.v2", "imageio imageio-ffmpeg")
         self.path = os.path.join(p.out, PREVIEW)
         fd, self.tmp = files.temp_beside(self.path, ".mp4")
         os.close(fd)

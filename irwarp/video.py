@@ -89,7 +89,12 @@ _FARNEBACK_DEFAULTS = dict(
 )
 
 
-def _require(module: str, package: str):
+def require_module(module: str, package: str):
+    """``importlib.import_module(module)`` of an optional dependency.
+
+    Raises:
+      ImportError: naming the pip package to install (``package``) when ``module`` is missing.
+    """
     try:
         return importlib.import_module(module)
     except ImportError as e:
@@ -212,7 +217,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 
 
 def _probe_folder(path: str) -> VideoInfo:
-    image = _require("PIL.Image", "pillow")
+    image = require_module("PIL.Image", "pillow")
     names = sorted(
         (n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key
     )
@@ -242,8 +247,8 @@ def _probe_folder(path: str) -> VideoInfo:
 
 
 def _probe_video(path: str) -> VideoInfo:
-    imageio = _require("imageio.v2", "imageio imageio-ffmpeg")
-    ffmpeg = _require("imageio_ffmpeg", "imageio-ffmpeg")
+    imageio = require_module("imageio.v2", "imageio imageio-ffmpeg")
+    ffmpeg = require_module("imageio_ffmpeg", "imageio-ffmpeg")
     try:
         reader = imageio.get_reader(path, format="ffmpeg")
         try:
@@ -299,7 +304,7 @@ def select_frames(
 def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     if size is None or tuple(frame.shape[:2]) == tuple(size):
         return frame
-    cv2 = _require("cv2", "opencv-python-headless")
+    cv2 = require_module("cv2", "opencv-python-headless")
     h, w = size
     interp = cv2.INTER_AREA if h * w < frame.shape[0] * frame.shape[1] else cv2.INTER_LINEAR
     return cv2.resize(frame, (w, h), interpolation=interp)
@@ -346,7 +351,7 @@ def iter_frames(
     if len(idx) == 0:
         return
     if info.kind == "frames":
-        iio = _require("imageio.v3", "imageio")
+        iio = require_module("imageio.v3", "imageio")
         for i in idx:
             f = info.files[i]
             try:
@@ -361,7 +366,7 @@ def iter_frames(
                 )
             yield _resize(frame, size)
         return
-    imageio = _require("imageio.v2", "imageio imageio-ffmpeg")
+    imageio = require_module("imageio.v2", "imageio imageio-ffmpeg")
     wanted = iter(idx)
     nxt = next(wanted)
     last = idx[-1]
@@ -450,7 +455,7 @@ def _as_uint8(frame: np.ndarray) -> np.ndarray:
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
-    cv2 = _require("cv2", "opencv-python-headless")
+    cv2 = require_module("cv2", "opencv-python-headless")
     a = np.asarray(frame)
     if a.ndim in (2, 3):
         a = _as_uint8(a)
@@ -486,7 +491,7 @@ def flow_estimator(method: str = "dis", **params) -> Callable[[np.ndarray, np.nd
     Raises:
       ValueError: on an unknown method or parameter, or a parameter out of its range.
     """
-    cv2 = _require("cv2", "opencv-python-headless")
+    cv2 = require_module("cv2", "opencv-python-headless")
     if method == "dis":
         unknown = set(params) - {"preset"}
         if unknown:
